@@ -1,0 +1,46 @@
+# Two entry points (see README): `make demo` runs the main job, `make test` passes the tests.
+# Both create or reuse .venv; a change of pyproject.toml reinstalls.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+TORCH_PIN := torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint system-deps clean
+
+demo: $(VENV)/.core-installed
+	$(VENV)/bin/autolabel demo
+
+test: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check .
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check .
+
+# open3d needs libusb-1.0 at import time (Debian package libusb-1.0-0).
+system-deps:
+	@if ! ldconfig -p | grep -q 'libusb-1.0.so.0'; then \
+		echo "installing libusb-1.0-0 (needed by open3d)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libusb-1.0-0 >/dev/null; \
+	fi
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first from its pinned CPU wheel, so the project's range installs nothing bigger.
+$(VENV)/.core-installed: pyproject.toml | system-deps $(VENV)/bin/python
+	$(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.core-installed
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,179 @@
+"""The ``autolabel`` command line.
+
+Every bad input surfaces as one line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from autolabel.datasets.model import Clip, ClipSummary
+from autolabel.settings import Settings, resolve_device
+from calibration import AutolabelError, InputError
+
+EXIT_INPUT_ERROR = 2
+EXIT_INTERRUPTED = 130
+DEMO_NUSCENES = ("nuscenes_real_one_sample", "scene-0061")
+DEMO_KITTI = ("kitti_raw_clip", "0000")
+REPORTED_PACKAGES = (
+    "autolabel",
+    "numpy",
+    "scipy",
+    "torch",
+    "numba",
+    "opencv-python-headless",
+    "open3d",
+    "nuscenes-devkit",
+    "zarr",
+    "fastapi",
+    "pydantic",
+)
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("clip source (one of)")
+    group.add_argument("--nuscenes", type=Path, metavar="DATAROOT", help="nuScenes dataroot (v1.0-* tables)")
+    group.add_argument("--scene", help="nuScenes scene name, e.g. scene-0061")
+    group.add_argument("--version", help="nuScenes table folder (default: the only v1.0-* present)")
+    group.add_argument("--kitti", type=Path, metavar="ROOT", help="KITTI tracking root (training/ or its parent)")
+    group.add_argument("--seq", help="KITTI sequence, e.g. 0000")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autolabel", description="Offboard 4D/BEV auto-labeling of lidar+camera clips."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = sub.add_parser("info", help="summarise a clip, or show the installation and settings")
+    _add_source_options(info)
+    info.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    demo = sub.add_parser("demo", help="read the bundled real fixtures (nuScenes + KITTI) and summarise them")
+    demo.add_argument("--data", type=Path, default=None, help="fixture folder (default: AUTOLABEL_SHARED_DATA)")
+    return parser
+
+
+def load_clip(args: argparse.Namespace) -> Clip | None:
+    """The clip named by the source options, or ``None`` when none was given."""
+    if args.nuscenes is not None and args.kitti is not None:
+        raise InputError("give one clip source: --nuscenes or --kitti, not both")
+    if args.nuscenes is not None:
+        if not args.scene:
+            raise InputError("--nuscenes needs --scene NAME")
+        from autolabel.datasets.nuscenes import load_nuscenes_clip
+
+        return load_nuscenes_clip(args.nuscenes, args.scene, version=args.version)
+    if args.kitti is not None:
+        if not args.seq:
+            raise InputError("--kitti needs --seq SEQ")
+        from autolabel.datasets.kitti import load_kitti_clip
+
+        return load_kitti_clip(args.kitti, args.seq)
+    if args.scene or args.seq:
+        raise InputError("--scene/--seq need a dataset root (--nuscenes DATAROOT or --kitti ROOT)")
+    return None
+
+
+def summary_table(clip: Clip, summary: ClipSummary) -> Table:
+    table = Table(title=f"clip {summary.name} ({summary.source.value})", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("root", str(clip.root))
+    table.add_row(
+        "frames",
+        f"{summary.num_frames} over {summary.duration_s:.2f} s"
+        + (" (timestamps from frame rate)" if clip.timestamps_synthetic else ""),
+    )
+    table.add_row("lidar sweeps", f"{summary.num_sweeps} ({', '.join(clip.rig.lidars)})")
+    table.add_row("points", f"{summary.num_points:,} ({summary.mean_points_per_sweep:,.0f} per sweep)")
+    cams = ", ".join(f"{n} {c.width_px}x{c.height_px}" for n, c in clip.rig.cameras.items())
+    table.add_row("cameras", f"{len(summary.cameras)}: {cams}")
+    table.add_row("images", str(summary.num_images))
+    poses = f"yes, path {summary.path_length_m:.1f} m" if summary.has_poses else "missing (to be estimated)"
+    table.add_row("ego poses", poses)
+    if summary.num_gt_boxes is None:
+        table.add_row("ground truth", "none")
+    else:
+        counts = Counter(c.value for f in clip.frames for c in f.gt.categories)
+        per_class = ", ".join(f"{name} {n}" for name, n in counts.most_common())
+        table.add_row("ground truth", f"{summary.num_gt_boxes} boxes, {summary.num_gt_tracks} tracks ({per_class})")
+    return table
+
+
+def _installation_table(settings: Settings) -> Table:
+    table = Table(title="autolabel installation", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for name in REPORTED_PACKAGES:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            version = "not installed"
+        table.add_row(name, version)
+    table.add_row("device", f"{settings.device.value} -> {resolve_device(settings.device)}")
+    table.add_row("workspace", str(settings.home.resolve()))
+    table.add_row(
+        "shared data", f"{settings.shared_data.resolve()}" + ("" if settings.shared_data.is_dir() else " (absent)")
+    )
+    return table
+
+
+def cmd_info(args: argparse.Namespace, console: Console, settings: Settings) -> int:
+    clip = load_clip(args)
+    if clip is None:
+        console.print(_installation_table(settings))
+        return 0
+    summary = clip.summary()
+    if args.json:
+        print(json.dumps(asdict(summary), default=str, indent=2))
+    else:
+        console.print(summary_table(clip, summary))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, console: Console, settings: Settings) -> int:
+    from autolabel.datasets.kitti import load_kitti_clip
+    from autolabel.datasets.nuscenes import load_nuscenes_clip
+
+    data = args.data or settings.shared_data
+    if not data.is_dir():
+        raise InputError(f"{data}: fixture folder not found (set AUTOLABEL_SHARED_DATA or pass --data)")
+    clips = [
+        load_nuscenes_clip(data / DEMO_NUSCENES[0], DEMO_NUSCENES[1]),
+        load_kitti_clip(data / DEMO_KITTI[0], DEMO_KITTI[1]),
+    ]
+    for clip in clips:
+        console.print(summary_table(clip, clip.summary()))
+    return 0
+
+
+COMMANDS = {"info": cmd_info, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        settings = Settings()
+        return COMMANDS[args.command](args, console, settings)
+    except AutolabelError as exc:
+        print(f"autolabel: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print("autolabel: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Clip readers: every source becomes one typed model (``autolabel.datasets.model``)."""

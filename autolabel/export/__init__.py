@@ -1,0 +1,1 @@
+"""Label writers for nuScenes, KITTI (and later OpenLABEL)."""
