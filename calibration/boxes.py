@@ -53,9 +53,11 @@ _CORNER_SIGNS = np.array(
 
 
 def wrap_angle_rad(angle: np.ndarray | float) -> np.ndarray | float:
-    """Wrap angles to (-pi, pi]."""
-    wrapped = np.pi - np.mod(np.pi - np.asarray(angle, dtype=np.float64), 2.0 * np.pi)
-    return float(wrapped) if np.ndim(wrapped) == 0 else wrapped
+    """Wrap angles to (-pi, pi]; angles already in range are returned unchanged (bit-exact)."""
+    a = np.asarray(angle, dtype=np.float64)
+    wrapped = np.where((a > -np.pi) & (a <= np.pi), a, np.pi - np.mod(np.pi - a, 2.0 * np.pi))
+    wrapped = np.where(wrapped <= -np.pi, wrapped + 2.0 * np.pi, wrapped)  # np.mod can round up to 2 pi
+    return float(wrapped) if wrapped.ndim == 0 else wrapped
 
 
 @dataclass(frozen=True)
@@ -88,13 +90,7 @@ class Boxes3D:
     velocity: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        data = (
-            np.array(self.data, dtype=np.float64, copy=True).reshape(-1, 7)
-            if np.size(self.data)
-            else (np.zeros((0, 7)))
-        )
-        if np.asarray(self.data).ndim not in (1, 2) or (np.size(self.data) and np.asarray(self.data).shape[-1] != 7):
-            raise GeometryError(f"Boxes3D data must have shape (N, 7), got {np.asarray(self.data).shape}")
+        data = _as_rows(self.data, 7, "Boxes3D data")
         if not np.all(np.isfinite(data)):
             raise GeometryError("Boxes3D data contain non-finite values")
         if np.any(data[:, 3:6] < 0):
@@ -103,7 +99,7 @@ class Boxes3D:
         data.setflags(write=False)
         object.__setattr__(self, "data", data)
         if self.velocity is not None:
-            vel = np.array(self.velocity, dtype=np.float64, copy=True).reshape(-1, 2)
+            vel = _as_rows(self.velocity, 2, "Boxes3D velocity")
             if vel.shape[0] != data.shape[0]:
                 raise GeometryError(f"velocity must have shape ({data.shape[0]}, 2), got {vel.shape}")
             vel.setflags(write=False)
@@ -234,6 +230,16 @@ class Boxes3D:
                 (np.abs(local_x) <= half[n, 0]) & (np.abs(local_y) <= half[n, 1]) & (np.abs(d[:, 2]) <= half[n, 2])
             )
         return mask
+
+
+def _as_rows(values: np.ndarray, columns: int, what: str) -> np.ndarray:
+    """A fresh (N, columns) float64 array; a flat array of 0 or ``columns`` values is one row or none."""
+    array = np.array(values, dtype=np.float64, copy=True)
+    if array.ndim == 1 and array.size in (0, columns):
+        array = array.reshape(-1, columns)
+    if array.ndim != 2 or array.shape[1] != columns:
+        raise GeometryError(f"{what} must have shape (N, {columns}), got {np.shape(values)}")
+    return array
 
 
 def _bev_intersection_areas(a: Boxes3D, b: Boxes3D) -> np.ndarray:

@@ -7,12 +7,16 @@ Camera frame (OpenCV): x right, y down, z forward. Pixel ``(u, v)``: u to the ri
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import numpy as np
 
 from calibration.errors import GeometryError
 from calibration.se3 import SE3
+
+_UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-14)
+_MAX_MODEL_RADIUS = 10.0  # normalised radius (about 84 degrees off-axis) beyond which nothing is projected
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,6 +75,24 @@ class PinholeCamera:
         object.__setattr__(self, "width_px", int(self.width_px))
         object.__setattr__(self, "height_px", int(self.height_px))
 
+    @cached_property
+    def max_model_radius(self) -> float:
+        """Normalised image radius (tan of the off-axis angle) up to which projection is one-to-one.
+
+        ``r_d(r) = r (1 + k1 r^2 + k2 r^4 + k3 r^6) / (1 + k4 r^2 + k5 r^4 + k6 r^6)``; past its first
+        turning point points fold back into the image and must not count as visible.
+        """
+        if not self.has_distortion:
+            return float("inf")
+        k = np.zeros(8)
+        k[: min(self.distortion.size, 8)] = self.distortion[:8]
+        k1, k2, _, _, k3, k4, k5, k6 = k
+        r = np.linspace(0.0, _MAX_MODEL_RADIUS, 20001)
+        r2 = r * r
+        r_d = r * (1 + k1 * r2 + k2 * r2**2 + k3 * r2**3) / (1 + k4 * r2 + k5 * r2**2 + k6 * r2**3)
+        turning = np.nonzero(np.diff(r_d) <= 0)[0]
+        return float(r[turning[0]]) if turning.size else _MAX_MODEL_RADIUS
+
     @property
     def has_distortion(self) -> bool:
         return bool(np.any(self.distortion != 0))
@@ -115,15 +137,14 @@ class PinholeCamera:
             homogeneous = np.column_stack([normalized, np.ones(len(xyz))])
             uv, _ = cv2.projectPoints(homogeneous.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), k, self.distortion)
             uv = uv.reshape(-1, 2)
-            margin = 0.5 * max(self.width_px, self.height_px)
-            valid = in_front & self.inside_image(pinhole_uv, margin_px=margin) & self.inside_image(uv)
+            # Beyond the radius where the radial model stops growing, projections fold back inside.
+            within_model = np.hypot(normalized[:, 0], normalized[:, 1]) < self.max_model_radius
+            valid = in_front & within_model & self.inside_image(uv)
         return Projection(uv_px=uv, depth_m=depth, valid=valid)
 
     def project_ego(self, points_ego: np.ndarray, *, min_depth_m: float = 0.1) -> Projection:
         """Project (N, C>=3) ego-frame points; see :meth:`project_cam`."""
-        return self.project_cam(
-            self.cam_SE3_ego.transform_points(np.asarray(points_ego)[:, :3]), min_depth_m=min_depth_m
-        )
+        return self.project_cam(self.cam_SE3_ego.transform_points(points_ego), min_depth_m=min_depth_m)
 
     def unproject(self, uv_px: np.ndarray) -> np.ndarray:
         """(N, 2) pixels -> (N, 3) unit ray directions in the camera frame (distortion removed)."""
@@ -131,7 +152,9 @@ class PinholeCamera:
         if uv.ndim != 2 or uv.shape[1] != 2:
             raise GeometryError(f"pixels must have shape (N, 2), got {uv.shape}")
         if self.has_distortion:
-            normalized = cv2.undistortPoints(uv.reshape(-1, 1, 2), self.intrinsics, self.distortion).reshape(-1, 2)
+            normalized = cv2.undistortPointsIter(
+                uv.reshape(-1, 1, 2), self.intrinsics, self.distortion, None, None, _UNDISTORT_CRITERIA
+            ).reshape(-1, 2)
         else:
             k = self.intrinsics
             y = (uv[:, 1] - k[1, 2]) / k[1, 1]

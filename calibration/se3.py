@@ -40,6 +40,8 @@ class SE3:
     rotation: np.ndarray
     translation: np.ndarray
 
+    __array_ufunc__ = None  # ``SE3 @ ndarray`` is a TypeError, not numpy broadcasting
+
     def __post_init__(self) -> None:
         rotation = np.asarray(self.rotation, dtype=np.float64)
         translation = np.asarray(self.translation, dtype=np.float64).reshape(-1)
