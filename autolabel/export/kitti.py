@@ -17,8 +17,6 @@ The 2D box is the image_02 extent of the KITTI-convention 3D box (near-plane cli
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,12 +25,12 @@ import numpy as np
 from autolabel.categories import CATEGORY_TO_KITTI, KITTI_TO_CATEGORY, Category
 from autolabel.datasets.kitti import IMAGE_02, VELODYNE, cam0rect_SE3_velo_from_meta
 from autolabel.datasets.model import Clip, ClipSource, FrameLabels
+from autolabel.fileio import atomic_write_text
 from calibration import InputError, PinholeCamera, wrap_angle_rad
 
 FLOAT_FORMAT = "{:.6f}"
 NO_BBOX_PX = (-1.0, -1.0, -1.0, -1.0)
 NEAR_PLANE_M = 0.1  # 3D boxes are clipped at this camera depth before taking their image extent
-TEMP_SUFFIX = ".tmp"
 
 # Corners of a KITTI camera box about its bottom centre, as the KITTI devkit orders them:
 # x along l, y up is -h (camera y points down), z along w. Rotated by ry about camera +y.
@@ -172,19 +170,8 @@ def kitti_label_lines(
 def write_kitti_labels(
     path: Path, clip: Clip, labels_per_frame: Sequence[FrameLabels], *, include_score: bool = False
 ) -> None:
-    """Write :func:`kitti_label_lines` to ``path`` atomically (temp file in the same folder, then rename)."""
+    """Write :func:`kitti_label_lines` to ``path`` atomically."""
     path = Path(path)
     lines = kitti_label_lines(clip, labels_per_frame, include_score=include_score)
     text = "".join(f"{line}\n" for line in lines)
-    if not path.parent.is_dir():
-        raise InputError(f"{path.parent}: output directory not found")
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from autolabel.datasets.nuscenes import REQUIRED_TABLES
+
 EGO_YAW_RAD = 0.3
 EGO_SPEED_MPS = 5.0
 CAR_VELOCITY_MPS = (2.0, 0.0)
@@ -52,24 +54,7 @@ class SyntheticNuScenes:
 
 
 def write_synthetic_nuscenes(root: Path) -> SyntheticNuScenes:
-    tables: dict[str, list[dict]] = {
-        name: []
-        for name in (
-            "attribute",
-            "calibrated_sensor",
-            "category",
-            "ego_pose",
-            "instance",
-            "log",
-            "map",
-            "sample",
-            "sample_annotation",
-            "sample_data",
-            "scene",
-            "sensor",
-            "visibility",
-        )
-    }
+    tables: dict[str, list[dict]] = {name: [] for name in REQUIRED_TABLES}
     log_tok, scene_tok = token("log"), token("scene")
     tables["log"].append(
         {
