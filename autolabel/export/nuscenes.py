@@ -19,6 +19,7 @@ import numpy as np
 
 from autolabel.categories import CATEGORY_TO_NUSCENES, Category, category_from_nuscenes
 from autolabel.datasets.model import Clip, ClipSource, FrameLabels
+from autolabel.datasets.nuscenes import open_nuscenes
 from autolabel.fileio import atomic_write_json
 from calibration import SE3, WORLD_FRAME, InputError
 
@@ -216,3 +217,4 @@ def write_annotation_tables(clip: Clip, labels_per_frame: Sequence[FrameLabels],
         table_dir / "sample_annotation.json", kept_annotations + [a for anns in by_track.values() for a in anns]
     )
     atomic_write_json(table_dir / "instance.json", kept_instances + new_instances)
+    open_nuscenes.cache_clear()  # the devkit database cached by the reader is stale now
