@@ -19,6 +19,7 @@ from rich.table import Table
 
 from autolabel.datasets.model import Clip, ClipSummary
 from autolabel.settings import Settings, resolve_device
+from autolabel.sim.scenario import Profile
 from calibration import AutolabelError, InputError
 
 EXIT_INPUT_ERROR = 2
@@ -58,6 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="summarise a clip, or show the installation and settings")
     _add_source_options(info)
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    sim = sub.add_parser("simulate", help="generate synthetic drives with exact ground truth as a nuScenes dataroot")
+    sim.add_argument("--out", type=Path, required=True, metavar="DATAROOT", help="new dataroot folder")
+    sim.add_argument("--scenes", type=int, default=1, help="number of sites (default 1)")
+    sim.add_argument(
+        "--trips", type=int, default=1, help="drives through each site (default 1); scenes = sites x trips"
+    )
+    sim.add_argument("--seconds", type=float, default=20.0, help="length of each scene (default 20)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--profile", choices=[p.value for p in Profile], default=Profile.URBAN.value)
+    sim.add_argument(
+        "--perturb-extrinsics", metavar="DEG,CM", help="write camera extrinsics off by DEG degrees and CM cm"
+    )
+    sim.add_argument("--time-offset-ms", type=float, default=0.0, help="write camera timestamps off by this much")
+    sim.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
     demo = sub.add_parser("demo", help="read the bundled real fixtures (nuScenes + KITTI) and summarise them")
     demo.add_argument("--data", type=Path, default=None, help="fixture folder (default: AUTOLABEL_SHARED_DATA)")
@@ -158,7 +174,56 @@ def cmd_demo(args: argparse.Namespace, console: Console, settings: Settings) -> 
     return 0
 
 
-COMMANDS = {"info": cmd_info, "demo": cmd_demo}
+def parse_perturbation(text: str | None) -> tuple[float, float]:
+    """``"DEG,CM"`` -> (degrees, centimetres); ``None`` -> no perturbation."""
+    if text is None:
+        return 0.0, 0.0
+    try:
+        deg, cm = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--perturb-extrinsics expects DEG,CM (for example 1,5), got {text!r}") from None
+    return deg, cm
+
+
+def cmd_simulate(args: argparse.Namespace, console: Console, settings: Settings) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    from autolabel.sim.dataroot import SimConfig, simulate_dataroot
+
+    deg, cm = parse_perturbation(args.perturb_extrinsics)
+    config = SimConfig(
+        scenes=args.scenes,
+        seconds=args.seconds,
+        seed=args.seed,
+        profile=Profile(args.profile),
+        trips=args.trips,
+        perturb_extrinsics_deg=deg,
+        perturb_extrinsics_cm=cm,
+        time_offset_ms=args.time_offset_ms,
+    )
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("simulating sensor frames", total=None)
+        result = simulate_dataroot(
+            args.out,
+            config,
+            overwrite=args.overwrite,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    console.print(
+        f"wrote {result.dataroot} ({result.version}): scenes {', '.join(result.scenes)}; {result.samples} samples, "
+        f"{result.sweeps} lidar sweeps, {result.images} images, {result.annotations} annotations"
+    )
+    return 0
+
+
+COMMANDS = {"info": cmd_info, "demo": cmd_demo, "simulate": cmd_simulate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""Deterministic driving-scene simulator writing genuine nuScenes v1.0 dataroots (``autolabel simulate``)."""
