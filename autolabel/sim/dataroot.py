@@ -15,14 +15,17 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
+import numba
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -103,6 +106,7 @@ class SimConfig:
     perturb_extrinsics_cm: float = 0.0
     time_offset_ms: float = 0.0
     jpeg_quality: int = 90
+    workers: int = 0  # camera render processes; 0 = one per CPU core
 
     def __post_init__(self) -> None:
         if self.scenes < 1 or self.trips < 1:
@@ -169,6 +173,90 @@ def perturbed_rig(rig: Rig, deg: float, cm: float, rng: np.random.Generator) -> 
             name, cam.intrinsics, cam.width_px, cam.height_px, cam.ego_SE3_cam @ delta, cam.distortion
         )
     return Rig(cameras=cameras, lidars=rig.lidars)
+
+
+FRAMES_PER_JOB = 12
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    """One image to render: exposure time, output file, keyframe sample index (-1 for sweeps)."""
+
+    t_s: float
+    filename: str
+    sample_index: int
+
+
+@dataclass(frozen=True)
+class CameraJob:
+    camera: str
+    frames: tuple[CameraFrame, ...]
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(root: Path, jpeg_quality: int, world: World) -> None:
+    cv2.setNumThreads(1)  # one process per core already
+    _WORKER.update(root=root, jpeg_quality=jpeg_quality, rig=simulated_rig(), world=world)
+
+
+def _render_job(job: CameraJob) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Render, encode and write a job's frames; per frame the actor pixel counts and silhouettes
+    (zeros for non-key frames, which need neither)."""
+    world: World = _WORKER["world"]
+    camera = _WORKER["rig"].cameras[job.camera]
+    out = []
+    for frame in job.frames:
+        pose = world_SE3_ego_at(world, frame.t_s)
+        image = render_camera(world, camera, pose, frame.t_s, with_instance=frame.sample_index >= 0)
+        bgr = cv2.cvtColor(image.rgb, cv2.COLOR_RGB2BGR)
+        ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, _WORKER["jpeg_quality"]])
+        if not ok:
+            raise InputError(f"simulate: JPEG encoding failed for {frame.filename}")
+        (_WORKER["root"] / frame.filename).write_bytes(encoded.tobytes())
+        counts = np.zeros(len(world.actors))
+        silhouette = np.zeros(len(world.actors))
+        if frame.sample_index >= 0:
+            visible = image.instance[image.instance >= 0].ravel()
+            counts = np.bincount(visible, minlength=len(world.actors))[: len(world.actors)].astype(np.float64)
+            silhouette = actor_silhouette_px(world, camera, pose, frame.t_s).astype(np.float64)
+        out.append((counts, silhouette))
+    return out
+
+
+class CameraRenderer:
+    """Renders one scene's camera jobs in spawned worker processes (``workers > 1``) or inline.
+
+    Spawned (not forked) because the parent runs numba's thread pool; each worker receives the
+    scene's world once, through its initializer.
+    """
+
+    def __init__(self, root: Path, jpeg_quality: int, world: World, workers: int) -> None:
+        self.pool = None
+        if workers > 1:
+            self.pool = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(root, jpeg_quality, world),
+            )
+        else:
+            _init_worker(root, jpeg_quality, world)
+
+    def __enter__(self) -> CameraRenderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def submit(self, jobs: list[CameraJob]) -> list:
+        return list(jobs) if self.pool is None else [self.pool.submit(_render_job, job) for job in jobs]
+
+    def collect(self, pending: list):
+        for item in pending:
+            yield _render_job(item) if self.pool is None else item.result()
 
 
 def _attribute(world: World, index: int, speed_mps: float) -> str:
@@ -247,6 +335,7 @@ def _write_scene(
     trip: int,
     start_us: int,
     written_rig: Rig,
+    renderer: CameraRenderer,
     progress: Callable[[int], None],
 ) -> dict[str, Any]:
     rig = simulated_rig()
@@ -321,6 +410,22 @@ def _write_scene(
         tables.rows["sample_data"].append(record)
         return record
 
+    # Camera frames render in worker processes while the lidar is ray cast here.
+    n_frames = round(cfg.seconds * CAMERA_HZ)
+    frames_per_sample = CAMERA_HZ * SWEEPS_PER_SAMPLE // LIDAR_HZ
+    offset_s = cfg.time_offset_ms / 1000.0
+    jobs: list[CameraJob] = []
+    for name, yaw_deg, _ in CAMERA_LAYOUT:
+        frames = []
+        for m in range(n_frames):
+            t_s = TIME_MARGIN_S + _camera_phase_s(yaw_deg, period_s) + m / CAMERA_HZ
+            is_key = m % frames_per_sample == 0
+            folder = "samples" if is_key else "sweeps"
+            filename = f"{folder}/{name}/{log_name}__{name}__{to_us(t_s + offset_s)}.jpg"
+            frames.append(CameraFrame(t_s, filename, -(-m // frames_per_sample) if is_key else -1))
+        jobs.extend(CameraJob(name, tuple(frames[a : a + FRAMES_PER_JOB])) for a in range(0, n_frames, FRAMES_PER_JOB))
+    pending = renderer.submit(jobs)
+
     lidar_records, key_sweeps = [], {}
     for k in range(n_sweeps):
         t_s = TIME_MARGIN_S + k / LIDAR_HZ
@@ -339,34 +444,26 @@ def _write_scene(
 
     visible_px = np.zeros((n_samples, len(world.actors)))
     silhouette_px = np.zeros((n_samples, len(world.actors)))
-    n_frames = round(cfg.seconds * CAMERA_HZ)
-    frames_per_sample = CAMERA_HZ * SWEEPS_PER_SAMPLE // LIDAR_HZ
-    offset_s = cfg.time_offset_ms / 1000.0
-    for name, yaw_deg, _ in CAMERA_LAYOUT:
+    for job, results in zip(jobs, renderer.collect(pending), strict=True):
+        for frame, (counts, silhouette) in zip(job.frames, results, strict=True):
+            if 0 <= frame.sample_index < n_samples:
+                visible_px[frame.sample_index] += counts
+                silhouette_px[frame.sample_index] += silhouette
+        progress(len(job.frames))
+    for name, _, _ in CAMERA_LAYOUT:
         camera = rig.cameras[name]
-        records = []
-        for m in range(n_frames):
-            t_s = TIME_MARGIN_S + _camera_phase_s(yaw_deg, period_s) + m / CAMERA_HZ
-            is_key = m % frames_per_sample == 0
-            folder = "samples" if is_key else "sweeps"
-            filename = f"{folder}/{name}/{log_name}__{name}__{to_us(t_s + offset_s)}.jpg"
-            pose = world_SE3_ego_at(world, t_s)
-            image = render_camera(world, camera, pose, t_s)
-            ok, encoded = cv2.imencode(
-                ".jpg", cv2.cvtColor(image.rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality]
+        frames = [f for job in jobs if job.camera == name for f in job.frames]
+        records = [
+            sample_data(
+                name,
+                f.t_s + offset_s,
+                f.sample_index >= 0,
+                f.filename,
+                f.sample_index if f.sample_index >= 0 else -(-m // frames_per_sample),
+                (camera.width_px, camera.height_px),
             )
-            if not ok:
-                raise InputError(f"simulate: JPEG encoding failed for {filename}")
-            (root / filename).write_bytes(encoded.tobytes())
-            sample_index = -(-m // frames_per_sample)
-            records.append(
-                sample_data(name, t_s + offset_s, is_key, filename, sample_index, (camera.width_px, camera.height_px))
-            )
-            if is_key and sample_index < n_samples:
-                counts = np.bincount(image.instance[image.instance >= 0].ravel(), minlength=len(world.actors))
-                visible_px[sample_index] += counts[: len(world.actors)]
-                silhouette_px[sample_index] += actor_silhouette_px(world, camera, pose, t_s)
-            progress(1)
+            for m, f in enumerate(frames)
+        ]
         _link(records)
 
     annotations = _annotate(
@@ -496,10 +593,14 @@ def simulate_dataroot(
         if progress is not None:
             progress(done, total)
 
+    workers = cfg.workers or os.cpu_count() or 1
+    # With render processes on every core, a single-threaded ray caster avoids oversubscription.
+    numba_threads = numba.get_num_threads()
+    numba.set_num_threads(1 if workers > 1 else numba_threads)
     tables = _Tables()
     manifest: dict[str, Any] = {
         "config": {
-            **asdict(cfg),
+            **{k: v for k, v in asdict(cfg).items() if k != "workers"},  # output never depends on workers
             "profile": cfg.profile.value,
             "lidar": {k: np.asarray(v).tolist() for k, v in asdict(cfg.lidar).items()},
         },
@@ -525,18 +626,20 @@ def simulate_dataroot(
                     else true_rig
                 )
                 start_us = EPOCH_US + scene_index * 3_600_000_000 + trip * 86_400_000_000
-                info = _write_scene(
-                    staging,
-                    tables,
-                    cfg,
-                    world,
-                    scene_name=name,
-                    site=site_index,
-                    trip=trip,
-                    start_us=start_us,
-                    written_rig=written,
-                    progress=step,
-                )
+                with CameraRenderer(staging, cfg.jpeg_quality, world, workers) as renderer:
+                    info = _write_scene(
+                        staging,
+                        tables,
+                        cfg,
+                        world,
+                        scene_name=name,
+                        site=site_index,
+                        trip=trip,
+                        start_us=start_us,
+                        written_rig=written,
+                        renderer=renderer,
+                        progress=step,
+                    )
                 info["true_extrinsics"] = {
                     n: {
                         "translation": true_rig.ego_SE3_sensor(n).translation.tolist(),
@@ -555,6 +658,8 @@ def simulate_dataroot(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        numba.set_num_threads(numba_threads)
     rows = tables.rows
     return SimResult(
         out,

@@ -605,7 +605,7 @@ def _windows(quads: np.ndarray, style: RenderStyle) -> tuple[np.ndarray, np.ndar
 
 
 def _render_boxes(
-    view: _View, rgb: np.ndarray, instance: np.ndarray, world: World, t_s: float, style: RenderStyle
+    view: _View, rgb: np.ndarray, instance: np.ndarray | None, world: World, t_s: float, style: RenderStyle
 ) -> None:
     """Draw the camera-facing faces (and windows) of structures and actors in visibility order into
     ``rgb`` and (actor index / -1) into ``instance``."""
@@ -679,12 +679,19 @@ def _render_boxes(
 
 # --------------------------------------------------------------------------------------------- public API
 def render_camera(
-    world: World, camera: PinholeCamera, world_SE3_ego: SE3, t_s: float, *, style: RenderStyle = DEFAULT_STYLE
+    world: World,
+    camera: PinholeCamera,
+    world_SE3_ego: SE3,
+    t_s: float,
+    *,
+    style: RenderStyle = DEFAULT_STYLE,
+    with_instance: bool = True,
 ) -> RenderedImage:
     """Render one camera image of ``world`` at ``t_s`` with the ego at ``world_SE3_ego``.
 
     Returns:
-        :class:`RenderedImage` with ``rgb`` (H, W, 3) uint8 and ``instance`` (H, W) int32 (actor index or -1).
+        :class:`RenderedImage` with ``rgb`` (H, W, 3) uint8 and ``instance`` (H, W) int32 (actor index or -1);
+        ``with_instance=False`` skips the instance buffer (all -1) to save time.
     """
     view = _View.create(camera, world_SE3_ego)
     ground = world.ground
@@ -693,7 +700,7 @@ def render_camera(
     _draw_ground_tiles(view, rgb, ground, style)
     _draw_ground_rects(view, rgb, ground, ground.road_rects, style.asphalt, style.road_lift_m, True, style)
     _draw_ground_rects(view, rgb, ground, ground.marking_rects, style.marking, style.marking_lift_m, False, style)
-    _render_boxes(view, rgb, instance, world, t_s, style)
+    _render_boxes(view, rgb, instance if with_instance else None, world, t_s, style)
     return RenderedImage(rgb=rgb, instance=instance)
 
 
