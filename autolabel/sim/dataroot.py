@@ -29,6 +29,7 @@ import numba
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from autolabel.datasets.nuscenes import REQUIRED_TABLES
 from autolabel.sim.lidar import simulate_sweep
 from autolabel.sim.render import actor_silhouette_px, render_camera
 from autolabel.sim.scenario import TIME_MARGIN_S, Profile, build_site, build_world
@@ -279,24 +280,7 @@ def _visibility_token(fraction: float) -> str:
 
 class _Tables:
     def __init__(self) -> None:
-        self.rows: dict[str, list[dict[str, Any]]] = {
-            name: []
-            for name in (
-                "attribute",
-                "calibrated_sensor",
-                "category",
-                "ego_pose",
-                "instance",
-                "log",
-                "map",
-                "sample",
-                "sample_annotation",
-                "sample_data",
-                "scene",
-                "sensor",
-                "visibility",
-            )
-        }
+        self.rows: dict[str, list[dict[str, Any]]] = {name: [] for name in REQUIRED_TABLES}
         for name, description in CATEGORIES:
             self.rows["category"].append({"token": token("category", name), "name": name, "description": description})
         for name in ATTRIBUTES:
