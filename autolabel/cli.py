@@ -14,11 +14,12 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from autolabel.datasets.model import Clip, ClipSummary
-from autolabel.settings import Settings, resolve_device
+from autolabel.settings import DeviceChoice, Settings, resolve_device
 from autolabel.sim.scenario import Profile
 from calibration import AutolabelError, InputError
 
@@ -74,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--time-offset-ms", type=float, default=0.0, help="write camera timestamps off by this much")
     sim.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+
+    fuse = sub.add_parser("fuse", help="build a clip's 4D fusion artifacts (world sweeps, paint, BEV) in the workspace")
+    _add_source_options(fuse)
+    fuse.add_argument(
+        "--device",
+        choices=[d.value for d in DeviceChoice],
+        default=None,
+        help="compute device (default: AUTOLABEL_DEVICE or auto)",
+    )
+    fuse.add_argument("--sweeps", type=int, default=10, help="sweeps per keyframe cloud (default 10)")
 
     demo = sub.add_parser("demo", help="read the bundled real fixtures (nuScenes + KITTI) and summarise them")
     demo.add_argument("--data", type=Path, default=None, help="fixture folder (default: AUTOLABEL_SHARED_DATA)")
@@ -151,10 +162,74 @@ def cmd_info(args: argparse.Namespace, console: Console, settings: Settings) -> 
         console.print(_installation_table(settings))
         return 0
     summary = clip.summary()
+    fusion = _fusion_status(settings, clip)
     if args.json:
-        print(json.dumps(asdict(summary), default=str, indent=2))
+        print(json.dumps({**asdict(summary), "fusion": fusion}, default=str, indent=2))
     else:
-        console.print(summary_table(clip, summary))
+        table = summary_table(clip, summary)
+        table.add_row(
+            "fusion",
+            fusion.get("status", "")
+            if "path" not in fusion
+            else f"{fusion['status']} ({fusion['path']}){_qa_text(fusion)}",
+        )
+        console.print(table)
+    return 0
+
+
+def _fusion_status(settings: Settings, clip: Clip) -> dict:
+    """What the workspace holds for this clip: artifact path, odometry and calibration QA results."""
+    from autolabel.artifacts import artifact_path, open_artifacts
+
+    path = artifact_path(settings.home, clip)
+    if not path.exists():
+        return {"status": "not fused (run `autolabel fuse`)"}
+    try:
+        manifest = open_artifacts(path).manifest
+    except InputError as exc:
+        return {"status": f"unusable: {exc}", "path": str(path)}
+    return {"status": "fused", "path": str(path), "odometry": manifest.get("odometry"), "qa": manifest.get("qa")}
+
+
+def _qa_text(fusion: dict) -> str:
+    parts = []
+    if fusion.get("odometry"):
+        odo = fusion["odometry"]
+        parts.append(f"odometry: {odo.get('degraded_steps', 0)} degraded steps")
+    if fusion.get("qa"):
+        flagged = [c for c, v in fusion["qa"].get("cameras", {}).items() if v.get("flagged")]
+        parts.append("calibration QA: " + (f"flagged {', '.join(flagged)}" if flagged else "ok"))
+    return "; " + "; ".join(parts) if parts else ""
+
+
+def cmd_fuse(args: argparse.Namespace, console: Console, settings: Settings) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    from autolabel.artifacts import artifact_path, write_artifacts
+    from autolabel.fuse import FuseConfig, fuse_clip
+
+    clip = load_clip(args)
+    if clip is None:
+        raise InputError("fuse needs a clip source: --nuscenes DATAROOT --scene NAME or --kitti ROOT --seq SEQ")
+    device = resolve_device(args.device or settings.device)
+    config = FuseConfig(sweeps_per_keyframe=args.sweeps)
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"fusing {clip.name} on {device}", total=None)
+        fused = fuse_clip(
+            clip, device, config, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    path = write_artifacts(artifact_path(settings.home, clip), clip, fused, config, {"device": str(device)})
+    painted = float(np.mean(np.concatenate(fused.sweep_view) >= 0))
+    console.print(
+        f"wrote {path}: {len(fused.sweep_points)} sweeps, {len(clip)} keyframes, {painted:.0%} of points painted"
+    )
     return 0
 
 
@@ -223,7 +298,7 @@ def cmd_simulate(args: argparse.Namespace, console: Console, settings: Settings)
     return 0
 
 
-COMMANDS = {"info": cmd_info, "demo": cmd_demo, "simulate": cmd_simulate}
+COMMANDS = {"info": cmd_info, "demo": cmd_demo, "simulate": cmd_simulate, "fuse": cmd_fuse}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,6 +68,10 @@ class LidarSweep:
         world_SE3_ego: ego pose at the sweep's own time, ``None`` when unknown.
         ego_SE3_lidar: extrinsics valid for this sweep.
         is_key: True for the frame's own (key) sweep.
+        rotation_period_s: set when the points are raw from a lidar spinning clockwise (seen from above)
+            that points along ego +x at ``timestamp_us``: each point then carries its own capture time,
+            ``-wrap(azimuth_ego) / (2 pi) * rotation_period_s`` after the timestamp. ``None``: unknown
+            timing (points are taken as captured at ``timestamp_us``).
     """
 
     sensor: str
@@ -77,6 +81,7 @@ class LidarSweep:
     world_SE3_ego: SE3 | None
     ego_SE3_lidar: SE3
     is_key: bool = False
+    rotation_period_s: float | None = None
 
     @property
     def num_points(self) -> int:

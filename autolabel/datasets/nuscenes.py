@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -92,7 +93,21 @@ def _sample_data_pose(nusc, sd: Mapping) -> tuple[SE3, SE3]:
     )
 
 
-def _lidar_sweep(nusc, dataroot: Path, sd: Mapping) -> LidarSweep:
+SIM_MANIFEST = Path("sim") / "manifest.json"
+
+
+def lidar_rotation_period_s(dataroot: Path) -> float | None:
+    """Per-point timing of a simulated dataroot (its manifest says so); real nuScenes gives none."""
+    path = dataroot / SIM_MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return float(json.loads(path.read_text())["config"]["lidar"]["period_s"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"{path}: simulator manifest without config.lidar.period_s ({exc})") from exc
+
+
+def _lidar_sweep(nusc, dataroot: Path, sd: Mapping, period_s: float | None = None) -> LidarSweep:
     world_SE3_ego, ego_SE3_lidar = _sample_data_pose(nusc, sd)
     return LidarSweep(
         sensor=LIDAR_CHANNEL,
@@ -102,18 +117,19 @@ def _lidar_sweep(nusc, dataroot: Path, sd: Mapping) -> LidarSweep:
         world_SE3_ego=world_SE3_ego,
         ego_SE3_lidar=ego_SE3_lidar,
         is_key=bool(sd["is_key_frame"]),
+        rotation_period_s=period_s,
     )
 
 
-def _frame_sweeps(nusc, dataroot: Path, key_sd: Mapping) -> tuple[LidarSweep, ...]:
+def _frame_sweeps(nusc, dataroot: Path, key_sd: Mapping, period_s: float | None) -> tuple[LidarSweep, ...]:
     """Non-key sweeps since the previous keyframe (chronological), then the key sweep."""
-    sweeps = [_lidar_sweep(nusc, dataroot, key_sd)]
+    sweeps = [_lidar_sweep(nusc, dataroot, key_sd, period_s)]
     token = key_sd["prev"]
     while token:
         sd = nusc.get("sample_data", token)
         if sd["is_key_frame"]:
             break
-        sweeps.append(_lidar_sweep(nusc, dataroot, sd))
+        sweeps.append(_lidar_sweep(nusc, dataroot, sd, period_s))
         token = sd["prev"]
     return tuple(reversed(sweeps))
 
@@ -178,6 +194,7 @@ def load_nuscenes_clip(dataroot: Path, scene_name: str, *, version: str | None =
         raise InputError(f"{dataroot}: unknown scene {scene_name!r}; available: {sorted(scenes)}")
     scene = scenes[scene_name]
 
+    period_s = lidar_rotation_period_s(dataroot)
     frames: list[Frame] = []
     token = scene["first_sample_token"]
     while token:
@@ -185,7 +202,7 @@ def load_nuscenes_clip(dataroot: Path, scene_name: str, *, version: str | None =
         if LIDAR_CHANNEL not in sample["data"]:
             raise InputError(f"{dataroot}: sample {token} of {scene_name} has no {LIDAR_CHANNEL} data")
         key_sd = nusc.get("sample_data", sample["data"][LIDAR_CHANNEL])
-        sweeps = _frame_sweeps(nusc, dataroot, key_sd)
+        sweeps = _frame_sweeps(nusc, dataroot, key_sd, period_s)
         cameras = {
             ch: _camera(nusc, dataroot, nusc.get("sample_data", sample["data"][ch]), ch)
             for ch in CAMERA_CHANNELS

@@ -1,0 +1,194 @@
+"""Per-clip fusion artifacts in zarr v3, written atomically.
+
+Layout of ``<workspace>/clips/<clip-id>.zarr``::
+
+    manifest.json                 versions, parameters, source, counts; written last ("complete": true)
+    sweeps/offsets (S+1,) int64   row ranges of each sweep in the ragged arrays below
+    sweeps/points  (P, 4) f4      raw lidar points as read (lidar frame), chunked by rows
+    sweeps/world   (P, 3) f4      de-skewed world coordinates minus ``world_origin_m`` (attribute)
+    sweeps/time_offset_s (P,) f4  capture time minus sweep time
+    sweeps/rgb     (P, 3) u1      painted colour (0 where unpainted); sweeps/camera (P,) i2 camera index or -1
+    sweeps/timestamp_us, sweeps/frame (S,)
+    keyframes/sweep_range (F, 2)  half-open sweep ranges forming each keyframe cloud (its index)
+    keyframes/world_SE3_ego (F, 4, 4) f8
+    bev/keyframes (F, C, H, W) f4 one chunk per keyframe; bev/clip (C, H, W) f4 (grid in attributes)
+
+Reading one keyframe touches only the chunks holding its rows. The store is written to a temporary
+folder beside the target and renamed into place after the manifest, so a crash never leaves a clip
+that opens as complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from autolabel.datasets.model import Clip
+from autolabel.fuse import FuseConfig, FusedClip
+from calibration import SE3, InputError
+from fusion.aggregate import combine, point_dt_s
+from fusion.bev import BEV_CHANNELS
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+ROWS_PER_CHUNK = 1 << 16
+
+
+def clip_id(clip: Clip) -> str:
+    """File-system-safe id of a clip: ``<source>-<name>``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{clip.source.value}-{clip.name}")
+
+
+def artifact_path(home: Path, clip: Clip) -> Path:
+    return Path(home) / "clips" / f"{clip_id(clip)}.zarr"
+
+
+def _ragged(group: zarr.Group, name: str, parts: list[np.ndarray], dtype: str) -> None:
+    data = np.concatenate(parts).astype(dtype) if parts else np.zeros((0,), dtype)
+    chunks = (ROWS_PER_CHUNK, *data.shape[1:])
+    group.create_array(name, data=data, chunks=chunks)
+
+
+def write_artifacts(
+    path: Path, clip: Clip, fused: FusedClip, config: FuseConfig, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write the fused clip to ``path`` atomically (temp folder, manifest last, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.parent / f".{path.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        root = zarr.open_group(store=str(staging), mode="w", zarr_format=3)
+        origin = np.floor(np.concatenate(fused.sweep_world).mean(axis=0)) if fused.sweep_world else np.zeros(3)
+        sweeps = root.create_group("sweeps")
+        sizes = np.array([len(p) for p in fused.sweep_points], dtype=np.int64)
+        sweeps.create_array("offsets", data=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+        _ragged(sweeps, "points", fused.sweep_points, "float32")
+        _ragged(sweeps, "world", [w - origin for w in fused.sweep_world], "float32")
+        _ragged(sweeps, "time_offset_s", fused.sweep_time_offset_s, "float32")
+        _ragged(sweeps, "rgb", fused.sweep_rgb, "uint8")
+        _ragged(sweeps, "camera", fused.sweep_view, "int16")
+        sweeps.create_array("timestamp_us", data=fused.sweep_timestamp_us)
+        sweeps.create_array("frame", data=fused.sweep_frame)
+        sweeps.attrs.update({"world_origin_m": origin.tolist(), "cameras": list(clip.rig.cameras)})
+        keyframes = root.create_group("keyframes")
+        keyframes.create_array("sweep_range", data=fused.keyframe_sweeps.astype(np.int64))
+        keyframes.create_array("world_SE3_ego", data=fused.world_SE3_ego)
+        keyframes.create_array("timestamp_us", data=np.array([f.timestamp_us for f in clip.frames], np.int64))
+        bev = root.create_group("bev")
+        bev.create_array("keyframes", data=fused.keyframe_bev, chunks=(1, *fused.keyframe_bev.shape[1:]))
+        bev.create_array("clip", data=fused.clip_bev)
+        bev.attrs.update(
+            {
+                "channels": list(BEV_CHANNELS),
+                "keyframe_grid": asdict(config.keyframe_bev),
+                "clip_grid": asdict(fused.clip_bev_grid),
+            }
+        )
+        manifest = {
+            "complete": True,
+            "format_version": FORMAT_VERSION,
+            "autolabel_version": metadata.version("autolabel"),
+            "zarr_version": zarr.__version__,
+            "clip": {
+                "name": clip.name,
+                "source": clip.source.value,
+                "root": str(clip.root),
+                "frames": len(clip),
+                "meta": dict(clip.meta),
+            },
+            "parameters": asdict(config),
+            "counts": {"sweeps": len(sizes), "points": int(sizes.sum()), "keyframes": len(clip)},
+            **(extra or {}),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+@dataclass(frozen=True, eq=False)
+class ClipArtifacts:
+    """Read access to a written clip; arrays are read lazily, a frame at a time."""
+
+    path: Path
+    manifest: dict[str, Any]
+    root: zarr.Group
+
+    @property
+    def num_sweeps(self) -> int:
+        return int(self.root["sweeps/offsets"].shape[0] - 1)
+
+    @property
+    def num_keyframes(self) -> int:
+        return int(self.root["keyframes/sweep_range"].shape[0])
+
+    def _rows(self, sweep: int) -> slice:
+        if not 0 <= sweep < self.num_sweeps:
+            raise InputError(f"{self.path}: sweep {sweep} out of range (0..{self.num_sweeps - 1})")
+        start, stop = self.root["sweeps/offsets"][sweep : sweep + 2]
+        return slice(int(start), int(stop))
+
+    def sweep(self, sweep: int) -> dict[str, np.ndarray]:
+        """One sweep's arrays: ``points`` (N, 4), ``world`` (N, 3) float64, ``time_offset_s``, ``rgb``, ``camera``."""
+        rows = self._rows(sweep)
+        group = self.root["sweeps"]
+        origin = np.asarray(group.attrs["world_origin_m"])
+        return {
+            "points": group["points"][rows],
+            "world": group["world"][rows].astype(np.float64) + origin,
+            "time_offset_s": group["time_offset_s"][rows],
+            "rgb": group["rgb"][rows],
+            "camera": group["camera"][rows],
+        }
+
+    def world_SE3_ego(self, frame: int) -> SE3:
+        return SE3.from_matrix(self.root["keyframes/world_SE3_ego"][frame])
+
+    def keyframe_cloud(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        """(M, 5) float32 ``x, y, z, intensity, dt_s`` in the keyframe's ego frame and (M, 3) uint8 colours."""
+        if not 0 <= frame < self.num_keyframes:
+            raise InputError(f"{self.path}: keyframe {frame} out of range (0..{self.num_keyframes - 1})")
+        start, stop = (int(v) for v in self.root["keyframes/sweep_range"][frame])
+        timestamps = self.root["sweeps/timestamp_us"][start:stop]
+        ref_us = int(self.root["keyframes/timestamp_us"][frame])
+        parts = [self.sweep(s) for s in range(start, stop)]
+        cloud = combine(
+            [p["world"] for p in parts],
+            [p["points"][:, 3] for p in parts],
+            [
+                point_dt_s(int(t), p["time_offset_s"], len(p["points"]), ref_us)
+                for t, p in zip(timestamps, parts, strict=True)
+            ],
+            self.world_SE3_ego(frame),
+        )
+        return cloud, np.concatenate([p["rgb"] for p in parts])
+
+    def keyframe_bev(self, frame: int) -> np.ndarray:
+        """(C, H, W) float32 raster of one keyframe."""
+        return self.root["bev/keyframes"][frame]
+
+
+def open_artifacts(path: Path) -> ClipArtifacts:
+    """Open a complete artifact store; a missing, partial or foreign folder is an :class:`InputError`."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise InputError(f"{path}: no complete fusion artifacts (manifest missing; run `autolabel fuse`)")
+    manifest = json.loads(manifest_path.read_text())
+    if not manifest.get("complete") or manifest.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{path}: artifacts are incomplete or of another format version")
+    return ClipArtifacts(path, manifest, zarr.open_group(store=str(path), mode="r"))

@@ -1,0 +1,184 @@
+"""The fusion stage of a clip: de-skewed world sweeps, camera paint, keyframe aggregation, BEV rasters.
+
+This module decides the order of work and reads the clip's files; the algorithms live in ``fusion/``.
+The result is written by :mod:`autolabel.artifacts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from autolabel.datasets.model import Clip, LidarSweep
+from calibration import InputError
+from fusion.aggregate import PoseTrack, SweepInput, combine, point_dt_s, sweep_to_world, time_offsets_from_azimuth
+from fusion.bev import BevGrid, rasterize
+from fusion.paint import CameraView, PaintConfig, paint
+
+
+@dataclass(frozen=True)
+class FuseConfig:
+    """Parameters of the fusion stage (recorded in the artifact manifest).
+
+    Attributes:
+        sweeps_per_keyframe: how many sweeps (the key sweep and the ones before it) form a keyframe cloud.
+        deskew: place each point with the ego pose at its own capture time when the source gives timing.
+        paint: painting parameters.
+        keyframe_bev: raster around each keyframe's ego.
+        clip_bev_resolution_m: resolution of the whole-clip world raster.
+    """
+
+    sweeps_per_keyframe: int = 10
+    deskew: bool = True
+    paint: PaintConfig = field(default_factory=PaintConfig)
+    keyframe_bev: BevGrid = field(default_factory=BevGrid)
+    clip_bev_resolution_m: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.sweeps_per_keyframe < 1:
+            raise InputError(f"sweeps per keyframe must be >= 1, got {self.sweeps_per_keyframe}")
+
+
+@dataclass(frozen=True, eq=False)
+class FusedClip:
+    """Everything the fusion stage computed for one clip.
+
+    Attributes:
+        sweep_points: S arrays (N_s, 4) float32 raw lidar points as read.
+        sweep_world: S arrays (N_s, 3) float64 de-skewed world coordinates.
+        sweep_time_offset_s: S arrays (N_s,) float32 capture time minus sweep time (zeros when unknown).
+        sweep_rgb: S arrays (N_s, 3) uint8 painted colour (zeros where no camera saw the point).
+        sweep_view: S arrays (N_s,) int16 camera index into ``clip.rig.cameras`` that painted it, -1 none.
+        sweep_timestamp_us, sweep_frame: (S,) sweep time and owning frame index.
+        keyframe_sweeps: (F, 2) int half-open range of sweep indices forming each keyframe cloud.
+        keyframe_bev: (F, C, H, W) float32 rasters in each keyframe's ego frame.
+        clip_bev: (C, H, W) float32 world raster of the whole clip; ``clip_bev_origin_m`` its (x, y) minimum.
+        world_SE3_ego: (F, 4, 4) float64 keyframe ego poses.
+    """
+
+    sweep_points: list[np.ndarray]
+    sweep_world: list[np.ndarray]
+    sweep_time_offset_s: list[np.ndarray]
+    sweep_rgb: list[np.ndarray]
+    sweep_view: list[np.ndarray]
+    sweep_timestamp_us: np.ndarray
+    sweep_frame: np.ndarray
+    keyframe_sweeps: np.ndarray
+    keyframe_bev: np.ndarray
+    clip_bev: np.ndarray
+    clip_bev_grid: BevGrid
+    world_SE3_ego: np.ndarray
+
+
+def _sweep_input(sweep: LidarSweep, deskew: bool) -> SweepInput:
+    points = sweep.load_points()
+    if sweep.world_SE3_ego is None:
+        raise InputError(f"{sweep.path}: sweep has no ego pose (run lidar odometry first)")
+    offsets = None
+    if deskew and sweep.rotation_period_s is not None:
+        offsets = time_offsets_from_azimuth(points, sweep.ego_SE3_lidar, sweep.rotation_period_s)
+    return SweepInput(points, sweep.timestamp_us, sweep.world_SE3_ego, sweep.ego_SE3_lidar, offsets)
+
+
+def _views(clip: Clip, frame_index: int) -> list[CameraView]:
+    frame = clip.frames[frame_index]
+    return [
+        CameraView(
+            image.camera, image.load(), image.camera.cam_SE3_ego @ image.world_SE3_ego.inverse(), image.timestamp_us
+        )
+        for image in frame.cameras.values()
+        if image.world_SE3_ego is not None
+    ]
+
+
+def fuse_clip(
+    clip: Clip,
+    device: torch.device,
+    config: FuseConfig = FuseConfig(),
+    progress: Callable[[int, int], None] | None = None,
+) -> FusedClip:
+    """Run the fusion stage over a clip with poses (see :mod:`fusion.odometry` for clips without)."""
+    if not clip.has_poses:
+        raise InputError(f"clip {clip.name}: no ego poses; fusion needs world_SE3_ego for every frame")
+    sweeps = [(f.index, s) for f in clip.frames for s in f.sweeps]
+    track = PoseTrack.from_poses([s.timestamp_us for _, s in sweeps], [s.world_SE3_ego for _, s in sweeps])
+    camera_names = list(clip.rig.cameras)
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("points", "world", "offset", "rgb", "view")}
+    total = len(sweeps) + len(clip.frames)
+    done = 0
+    views: list[CameraView] = []
+    view_frame = -1
+    for frame_index, sweep in sweeps:
+        inputs = _sweep_input(sweep, config.deskew)
+        world = sweep_to_world(inputs, track)
+        if frame_index != view_frame:  # the nearest keyframe's images paint the sweeps up to it
+            views, view_frame = _views(clip, frame_index), frame_index
+        offsets = inputs.time_offset_s if inputs.time_offset_s is not None else np.zeros(len(world), np.float32)
+        painted = paint(
+            world,
+            views,
+            device,
+            point_time_us=sweep.timestamp_us + offsets.astype(np.float64) * 1e6,
+            config=config.paint,
+        )
+        view_camera = np.array([camera_names.index(v.camera.name) for v in views] + [-1], dtype=np.int16)
+        out["points"].append(inputs.points)
+        out["world"].append(world)
+        out["offset"].append(offsets)
+        out["rgb"].append(painted.rgb)
+        out["view"].append(view_camera[painted.view_index])
+        done += 1
+        if progress:
+            progress(done, total)
+
+    timestamps = np.array([s.timestamp_us for _, s in sweeps], dtype=np.int64)
+    frames_of_sweeps = np.array([f for f, _ in sweeps], dtype=np.int32)
+    key_index = np.array([i for i, (_, s) in enumerate(sweeps) if s.is_key])
+    keyframe_sweeps = np.column_stack([np.maximum(key_index + 1 - config.sweeps_per_keyframe, 0), key_index + 1])
+    bevs = []
+    for frame, (start, stop) in zip(clip.frames, keyframe_sweeps, strict=True):
+        cloud = combine(
+            out["world"][start:stop],
+            [p[:, 3] for p in out["points"][start:stop]],
+            [
+                point_dt_s(t, o, len(o), frame.timestamp_us)
+                for t, o in zip(timestamps[start:stop], out["offset"][start:stop], strict=True)
+            ],
+            frame.world_SE3_ego,
+        )
+        bevs.append(rasterize(cloud, config.keyframe_bev, device, rgb=np.concatenate(out["rgb"][start:stop])))
+        done += 1
+        if progress:
+            progress(done, total)
+    all_world = np.concatenate(out["world"])
+    lo, hi = all_world[:, :2].min(axis=0), all_world[:, :2].max(axis=0)
+    res = config.clip_bev_resolution_m
+    ground_z = float(np.median([f.world_SE3_ego.translation[2] for f in clip.frames]))
+    clip_grid = BevGrid(
+        float(np.floor(lo[0])),
+        float(np.floor(lo[0]) + np.ceil((hi[0] - lo[0] + 1) / res) * res),
+        float(np.floor(lo[1])),
+        float(np.floor(lo[1]) + np.ceil((hi[1] - lo[1] + 1) / res) * res),
+        ground_z - 5.0,
+        ground_z + 20.0,
+        res,
+    )
+    clip_points = np.column_stack([all_world, np.concatenate([p[:, 3] for p in out["points"]])])
+    clip_bev = rasterize(clip_points, clip_grid, device, rgb=np.concatenate(out["rgb"]))
+    return FusedClip(
+        sweep_points=out["points"],
+        sweep_world=out["world"],
+        sweep_time_offset_s=out["offset"],
+        sweep_rgb=out["rgb"],
+        sweep_view=out["view"],
+        sweep_timestamp_us=timestamps,
+        sweep_frame=frames_of_sweeps,
+        keyframe_sweeps=keyframe_sweeps,
+        keyframe_bev=np.stack(bevs),
+        clip_bev=clip_bev,
+        clip_bev_grid=clip_grid,
+        world_SE3_ego=np.stack([f.world_SE3_ego.as_matrix() for f in clip.frames]),
+    )
