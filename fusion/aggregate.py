@@ -21,6 +21,7 @@ from scipy.spatial.transform import Rotation
 from calibration import SE3, GeometryError
 
 POINT_COLUMNS = ("x", "y", "z", "intensity", "dt_s")
+TIME_QUANTUM_US = 100.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,9 +100,12 @@ def sweep_to_world(sweep: SweepInput, track: PoseTrack | None = None) -> np.ndar
     points_ego = sweep.ego_SE3_lidar.transform_points(pts[:, :3].astype(np.float64))
     if sweep.time_offset_s is None or track is None:
         return sweep.world_SE3_ego.transform_points(points_ego)
+    # Capture times quantised to TIME_QUANTUM_US: one pose per distinct time (a few hundred per sweep)
+    # instead of one per point; 0.1 ms is 3 mm at 30 m/s.
     t_us = sweep.timestamp_us + np.asarray(sweep.time_offset_s, dtype=np.float64) * 1e6
-    rotations, translations = track.interpolate(t_us)
-    return np.einsum("nij,nj->ni", rotations, points_ego) + translations
+    times, inverse = np.unique(np.round(t_us / TIME_QUANTUM_US), return_inverse=True)
+    rotations, translations = track.interpolate(times * TIME_QUANTUM_US)
+    return np.einsum("nij,nj->ni", rotations[inverse], points_ego) + translations[inverse]
 
 
 def point_dt_s(timestamp_us: int, time_offset_s: np.ndarray | None, n: int, ref_timestamp_us: int) -> np.ndarray:

@@ -58,25 +58,25 @@ def rasterize(points: np.ndarray, grid: BevGrid, device: torch.device, *, rgb: n
     ix = torch.floor((p[:, 0] - grid.x_min_m) / grid.resolution_m).long()
     iy = torch.floor((p[:, 1] - grid.y_min_m) / grid.resolution_m).long()
     keep = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h) & (p[:, 2] >= grid.z_min_m) & (p[:, 2] <= grid.z_max_m)
-    cell = (iy * w + ix)[keep]
-    z, intensity = p[keep, 2], p[keep, 3]
     n_cells = h * w
-    out = torch.zeros((len(BEV_CHANNELS), n_cells), dtype=torch.float32, device=device)
-    count = torch.zeros(n_cells, dtype=torch.float32, device=device).index_add_(0, cell, torch.ones_like(z))
+    # Points outside the grid go to one spare cell past the end (no boolean indexing: it is slow on CPU).
+    cell = torch.where(keep, iy * w + ix, torch.full_like(ix, n_cells))
+    z, intensity = p[:, 2], p[:, 3]
+    ones = torch.ones_like(z)
+    count = torch.zeros(n_cells + 1, device=device).index_add_(0, cell, ones)[:n_cells]
     empty = count == 0
-    zmax = torch.full((n_cells,), -float("inf"), device=device).scatter_reduce_(0, cell, z, reduce="amax")
-    zmin = torch.full((n_cells,), float("inf"), device=device).scatter_reduce_(0, cell, z, reduce="amin")
-    out[0] = torch.where(empty, torch.full_like(zmax, float("nan")), zmax)
-    out[1] = torch.where(empty, torch.full_like(zmin, float("nan")), zmin)
+    zmax = torch.full((n_cells + 1,), -float("inf"), device=device).scatter_reduce_(0, cell, z, reduce="amax")
+    zmin = torch.full((n_cells + 1,), float("inf"), device=device).scatter_reduce_(0, cell, z, reduce="amin")
+    out = torch.zeros((len(BEV_CHANNELS), n_cells), dtype=torch.float32, device=device)
+    nan = torch.full((n_cells,), float("nan"), device=device)
+    out[0] = torch.where(empty, nan, zmax[:n_cells])
+    out[1] = torch.where(empty, nan, zmin[:n_cells])
     out[2] = count
-    out[3] = torch.zeros(n_cells, device=device).index_add_(0, cell, intensity) / count.clamp(min=1)
+    out[3] = torch.zeros(n_cells + 1, device=device).index_add_(0, cell, intensity)[:n_cells] / count.clamp(min=1)
     if rgb is not None:
-        colour = torch.as_tensor(np.asarray(rgb)[keep.cpu().numpy()], dtype=torch.float32, device=device)
-        painted = colour.sum(dim=1) > 0
-        n_painted = torch.zeros(n_cells, device=device).index_add_(
-            0, cell[painted], torch.ones(int(painted.sum()), device=device)
-        )
-        for c in range(3):
-            total = torch.zeros(n_cells, device=device).index_add_(0, cell[painted], colour[painted, c])
-            out[4 + c] = total / n_painted.clamp(min=1)
+        colour = torch.as_tensor(np.ascontiguousarray(rgb), device=device).to(torch.float32)
+        painted_cell = torch.where(colour.sum(dim=1) > 0, cell, torch.full_like(cell, n_cells))
+        n_painted = torch.zeros(n_cells + 1, device=device).index_add_(0, painted_cell, ones)[:n_cells]
+        totals = torch.zeros((n_cells + 1, 3), device=device).index_add_(0, painted_cell, colour)[:n_cells]
+        out[4:7] = (totals / n_painted.clamp(min=1)[:, None]).T
     return out.reshape(len(BEV_CHANNELS), h, w).cpu().numpy()
