@@ -73,7 +73,7 @@ class FusedClip:
     world_SE3_ego: np.ndarray
 
 
-def _sweep_input(sweep: LidarSweep, deskew: bool) -> SweepInput:
+def sweep_input(sweep: LidarSweep, deskew: bool) -> SweepInput:
     points = sweep.load_points()
     if sweep.world_SE3_ego is None:
         raise InputError(f"{sweep.path}: sweep has no ego pose (run lidar odometry first)")
@@ -83,7 +83,7 @@ def _sweep_input(sweep: LidarSweep, deskew: bool) -> SweepInput:
     return SweepInput(points, sweep.timestamp_us, sweep.world_SE3_ego, sweep.ego_SE3_lidar, offsets)
 
 
-def _views(clip: Clip, frame_index: int) -> list[CameraView]:
+def camera_views(clip: Clip, frame_index: int) -> list[CameraView]:
     frame = clip.frames[frame_index]
     return [
         CameraView(
@@ -130,13 +130,13 @@ def _fuse(
     done = 0
     for frame in clip.frames:
         # One paint call per frame: its sweeps (back to the previous keyframe) take the frame's images.
-        inputs = [_sweep_input(sweep, config.deskew) for sweep in frame.sweeps]
+        inputs = [sweep_input(sweep, config.deskew) for sweep in frame.sweeps]
         worlds = [sweep_to_world(x, track) for x in inputs]
         offsets = [np.zeros(len(x.points), np.float32) if x.time_offset_s is None else x.time_offset_s for x in inputs]
         times_us = np.concatenate(
             [x.timestamp_us + o.astype(np.float64) * 1e6 for x, o in zip(inputs, offsets, strict=True)]
         )
-        views = _views(clip, frame.index)
+        views = camera_views(clip, frame.index)
         painted = paint(np.concatenate(worlds), views, device, point_time_us=times_us, config=config.paint)
         view_camera = np.array([camera_names.index(v.camera.name) for v in views] + [-1], dtype=np.int16)
         bounds = np.cumsum([0] + [len(w) for w in worlds])
