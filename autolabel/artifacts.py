@@ -21,9 +21,7 @@ that opens as complete.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -33,6 +31,7 @@ import numpy as np
 import zarr
 
 from autolabel.datasets.model import Clip
+from autolabel.fileio import atomic_directory
 from autolabel.fuse import FuseConfig, FusedClip
 from calibration import SE3, InputError
 from fusion.aggregate import combine, point_dt_s
@@ -63,10 +62,7 @@ def write_artifacts(
 ) -> Path:
     """Write the fused clip to ``path`` atomically (temp folder, manifest last, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.parent / f".{path.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with atomic_directory(path) as staging:
         root = zarr.open_group(store=str(staging), mode="w", zarr_format=3)
         origin = np.floor(np.concatenate(fused.sweep_world).mean(axis=0)) if fused.sweep_world else np.zeros(3)
         sweeps = root.create_group("sweeps")
@@ -111,12 +107,6 @@ def write_artifacts(
             **(extra or {}),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from autolabel.datasets.model import Clip, ClipSummary
@@ -203,8 +204,6 @@ def _qa_text(fusion: dict) -> str:
 
 
 def cmd_fuse(args: argparse.Namespace, console: Console, settings: Settings) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
     from autolabel.artifacts import artifact_path, write_artifacts
     from autolabel.fuse import FuseConfig, fuse_clip
 
@@ -213,14 +212,7 @@ def cmd_fuse(args: argparse.Namespace, console: Console, settings: Settings) -> 
         raise InputError("fuse needs a clip source: --nuscenes DATAROOT --scene NAME or --kitti ROOT --seq SEQ")
     device = resolve_device(args.device or settings.device)
     config = FuseConfig(sweeps_per_keyframe=args.sweeps)
-    columns = (
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task(f"fusing {clip.name} on {device}", total=None)
         fused = fuse_clip(
             clip, device, config, progress=lambda done, total: bar.update(task, completed=done, total=total)
@@ -249,6 +241,18 @@ def cmd_demo(args: argparse.Namespace, console: Console, settings: Settings) -> 
     return 0
 
 
+def progress_bar(console: Console) -> Progress:
+    """The progress bar of long commands: description, bar, done/total, elapsed and remaining time."""
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    return Progress(*columns, console=console, transient=True)
+
+
 def parse_perturbation(text: str | None) -> tuple[float, float]:
     """``"DEG,CM"`` -> (degrees, centimetres); ``None`` -> no perturbation."""
     if text is None:
@@ -261,8 +265,6 @@ def parse_perturbation(text: str | None) -> tuple[float, float]:
 
 
 def cmd_simulate(args: argparse.Namespace, console: Console, settings: Settings) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
     from autolabel.sim.dataroot import SimConfig, simulate_dataroot
 
     deg, cm = parse_perturbation(args.perturb_extrinsics)
@@ -276,14 +278,7 @@ def cmd_simulate(args: argparse.Namespace, console: Console, settings: Settings)
         perturb_extrinsics_cm=cm,
         time_offset_ms=args.time_offset_ms,
     )
-    columns = (
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("simulating sensor frames", total=None)
         result = simulate_dataroot(
             args.out,

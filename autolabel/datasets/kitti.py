@@ -281,9 +281,7 @@ def _read_number_rows(path: Path, num_values: int) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(-1, num_values)
 
 
-def _load_poses(
-    split_dir: Path, seq: str, calib: KittiCalib, num_frames: int
-) -> tuple[list[SE3] | None, PoseSource]:
+def _load_poses(split_dir: Path, seq: str, calib: KittiCalib, num_frames: int) -> tuple[list[SE3] | None, PoseSource]:
     """``world_SE3_ego`` per frame (world = the first ego frame) from oxts or poses, else None.
 
     Line ``i`` of the file belongs to the ``i``-th frame (KITTI numbers frames from 0 without gaps).
@@ -292,9 +290,7 @@ def _load_poses(
     poses_path = split_dir / POSES_DIR / f"{seq}{TEXT_SUFFIX}"
     if oxts_path.is_file():
         if calib.Tr_imu_velo is None:
-            raise InputError(
-                f"{oxts_path}: oxts poses are IMU poses and need Tr_imu_velo, which {calib.path} lacks"
-            )
+            raise InputError(f"{oxts_path}: oxts poses are IMU poses and need Tr_imu_velo, which {calib.path} lacks")
         packets = _read_number_rows(oxts_path, OXTS_NUM_VALUES)
         _check_pose_count(oxts_path, len(packets), num_frames)
         return poses_from_oxts(packets), PoseSource.OXTS
@@ -597,6 +593,4 @@ def cam0rect_SE3_velo_from_meta(meta: Mapping[str, str], *, clip_name: str = "cl
     try:
         return SE3.from_matrix(np.array(json.loads(text), dtype=np.float64))
     except (ValueError, GeometryError) as exc:
-        raise InputError(
-            f"{clip_name}: meta {META_CAM0RECT_SE3_VELO!r} is not a 4x4 rigid transform: {exc}"
-        ) from exc
+        raise InputError(f"{clip_name}: meta {META_CAM0RECT_SE3_VELO!r} is not a 4x4 rigid transform: {exc}") from exc

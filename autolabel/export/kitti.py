@@ -36,28 +36,30 @@ NEAR_PLANE_M = 0.1  # 3D boxes are clipped at this camera depth before taking th
 # x along l, y up is -h (camera y points down), z along w. Rotated by ry about camera +y.
 _KITTI_CORNER_SIGNS = np.array(
     [
-        [1, 0, 1], [1, 0, -1], [-1, 0, -1], [-1, 0, 1],
-        [1, -1, 1], [1, -1, -1], [-1, -1, -1], [-1, -1, 1],
+        [1, 0, 1],
+        [1, 0, -1],
+        [-1, 0, -1],
+        [-1, 0, 1],
+        [1, -1, 1],
+        [1, -1, -1],
+        [-1, -1, -1],
+        [-1, -1, 1],
     ],
     dtype=np.float64,
 )
-_BOX_EDGES = np.array(
-    [[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4], [0, 4], [1, 5], [2, 6], [3, 7]]
-)
+_BOX_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4], [0, 4], [1, 5], [2, 6], [3, 7]])
 
 
-def kitti_corners_cam(
-    bottom_centers_cam: np.ndarray, sizes_lwh: np.ndarray, ry_rad: np.ndarray
-) -> np.ndarray:
+def kitti_corners_cam(bottom_centers_cam: np.ndarray, sizes_lwh: np.ndarray, ry_rad: np.ndarray) -> np.ndarray:
     """(N, 8, 3) corners of KITTI camera boxes in rectified camera 0 (devkit ``compute_box_3d``).
 
     Args:
         bottom_centers_cam: (N, 3) bottom centres. sizes_lwh: (N, 3). ry_rad: (N,).
     """
     sizes = np.asarray(sizes_lwh, dtype=np.float64).reshape(-1, 3)
-    local = _KITTI_CORNER_SIGNS[None] * np.stack(
-        [sizes[:, 0] / 2.0, sizes[:, 2], sizes[:, 1] / 2.0], axis=1
-    )[:, None, :]
+    local = (
+        _KITTI_CORNER_SIGNS[None] * np.stack([sizes[:, 0] / 2.0, sizes[:, 2], sizes[:, 1] / 2.0], axis=1)[:, None, :]
+    )
     c, s = np.cos(ry_rad)[:, None], np.sin(ry_rad)[:, None]
     x = c * local[..., 0] + s * local[..., 2]
     z = -s * local[..., 0] + c * local[..., 2]
@@ -115,9 +117,7 @@ def _format_truncated(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else FLOAT_FORMAT.format(value)
 
 
-def kitti_label_lines(
-    clip: Clip, labels_per_frame: Sequence[FrameLabels], *, include_score: bool = False
-) -> list[str]:
+def kitti_label_lines(clip: Clip, labels_per_frame: Sequence[FrameLabels], *, include_score: bool = False) -> list[str]:
     """KITTI tracking label lines (no newlines) of ``labels_per_frame[i]`` for ``clip.frames[i]``.
 
     Frame numbers are the KITTI tokens for KITTI clips, else the frame index. ``include_score``
@@ -127,9 +127,7 @@ def kitti_label_lines(
         InputError: label count differs from the frame count, or the clip has no KITTI calibration.
     """
     if len(labels_per_frame) != len(clip.frames):
-        raise InputError(
-            f"clip {clip.name}: {len(labels_per_frame)} label sets for {len(clip.frames)} frames"
-        )
+        raise InputError(f"clip {clip.name}: {len(labels_per_frame)} label sets for {len(clip.frames)} frames")
     cam0rect_SE3_velo = cam0rect_SE3_velo_from_meta(clip.meta, clip_name=clip.name)
     track_numbers = _kitti_track_numbers(labels_per_frame)
     keyed_lines: list[tuple[int, int, int, str]] = []

@@ -17,7 +17,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import shutil
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from autolabel.datasets.nuscenes import REQUIRED_TABLES
+from autolabel.fileio import atomic_directory
 from autolabel.sim.lidar import simulate_sweep
 from autolabel.sim.render import actor_silhouette_px, render_camera
 from autolabel.sim.scenario import TIME_MARGIN_S, Profile, build_site, build_world
@@ -557,16 +557,6 @@ def simulate_dataroot(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out}: output folder exists and is not empty (pass --overwrite to replace it)")
     version, names = scene_names(cfg.scenes * cfg.trips)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    for d in (
-        "maps",
-        "sim",
-        f"samples/{LIDAR_NAME}",
-        f"sweeps/{LIDAR_NAME}",
-        *(f"{f}/{c[0]}" for f in ("samples", "sweeps") for c in CAMERA_LAYOUT),
-    ):
-        (staging / d).mkdir(parents=True, exist_ok=True)
     n_sweeps = round(cfg.seconds * LIDAR_HZ)
     total = len(names) * (n_sweeps + round(cfg.seconds * CAMERA_HZ) * len(CAMERA_LAYOUT))
     done = 0
@@ -595,53 +585,56 @@ def simulate_dataroot(
         "rotation, forward at the sweep timestamp)",
     }
     try:
-        scene_index = 0
-        for site_index in range(cfg.scenes):
-            site_seed = cfg.seed * 1000 + site_index
-            site = build_site(cfg.profile, site_seed)
-            for trip in range(cfg.trips):
-                name = names[scene_index]
-                world = build_world(site, site_seed, trip, cfg.seconds)
-                rng = np.random.default_rng(int(token("perturb", cfg.seed, name)[:8], 16))
-                true_rig = simulated_rig()
-                written = (
-                    perturbed_rig(true_rig, cfg.perturb_extrinsics_deg, cfg.perturb_extrinsics_cm, rng)
-                    if cfg.perturb_extrinsics_deg or cfg.perturb_extrinsics_cm
-                    else true_rig
-                )
-                start_us = EPOCH_US + scene_index * 3_600_000_000 + trip * 86_400_000_000
-                with CameraRenderer(staging, cfg.jpeg_quality, world, workers) as renderer:
-                    info = _write_scene(
-                        staging,
-                        tables,
-                        cfg,
-                        world,
-                        scene_name=name,
-                        site=site_index,
-                        trip=trip,
-                        start_us=start_us,
-                        written_rig=written,
-                        renderer=renderer,
-                        progress=step,
+        with atomic_directory(out) as staging:
+            for d in (
+                "maps",
+                "sim",
+                f"samples/{LIDAR_NAME}",
+                f"sweeps/{LIDAR_NAME}",
+                *(f"{f}/{c[0]}" for f in ("samples", "sweeps") for c in CAMERA_LAYOUT),
+            ):
+                (staging / d).mkdir(parents=True, exist_ok=True)
+            scene_index = 0
+            for site_index in range(cfg.scenes):
+                site_seed = cfg.seed * 1000 + site_index
+                site = build_site(cfg.profile, site_seed)
+                for trip in range(cfg.trips):
+                    name = names[scene_index]
+                    world = build_world(site, site_seed, trip, cfg.seconds)
+                    rng = np.random.default_rng(int(token("perturb", cfg.seed, name)[:8], 16))
+                    true_rig = simulated_rig()
+                    written = (
+                        perturbed_rig(true_rig, cfg.perturb_extrinsics_deg, cfg.perturb_extrinsics_cm, rng)
+                        if cfg.perturb_extrinsics_deg or cfg.perturb_extrinsics_cm
+                        else true_rig
                     )
-                info["true_extrinsics"] = {
-                    n: {
-                        "translation": true_rig.ego_SE3_sensor(n).translation.tolist(),
-                        "rotation": true_rig.ego_SE3_sensor(n).quaternion_wxyz.tolist(),
+                    start_us = EPOCH_US + scene_index * 3_600_000_000 + trip * 86_400_000_000
+                    with CameraRenderer(staging, cfg.jpeg_quality, world, workers) as renderer:
+                        info = _write_scene(
+                            staging,
+                            tables,
+                            cfg,
+                            world,
+                            scene_name=name,
+                            site=site_index,
+                            trip=trip,
+                            start_us=start_us,
+                            written_rig=written,
+                            renderer=renderer,
+                            progress=step,
+                        )
+                    info["true_extrinsics"] = {
+                        n: {
+                            "translation": true_rig.ego_SE3_sensor(n).translation.tolist(),
+                            "rotation": true_rig.ego_SE3_sensor(n).quaternion_wxyz.tolist(),
+                        }
+                        for n in true_rig.sensor_names
                     }
-                    for n in true_rig.sensor_names
-                }
-                info["camera_time_offset_ms"] = cfg.time_offset_ms
-                manifest["scenes"][name] = info
-                scene_index += 1
-        tables.write(staging / version)
-        (staging / "sim" / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+                    info["camera_time_offset_ms"] = cfg.time_offset_ms
+                    manifest["scenes"][name] = info
+                    scene_index += 1
+            tables.write(staging / version)
+            (staging / "sim" / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
     finally:
         numba.set_num_threads(numba_threads)
     rows = tables.rows
