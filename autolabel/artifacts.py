@@ -12,6 +12,8 @@ Layout of ``<workspace>/clips/<clip-id>.zarr``::
     keyframes/sweep_range (F, 2)  half-open sweep ranges forming each keyframe cloud (its index)
     keyframes/world_SE3_ego (F, 4, 4) f8
     bev/keyframes (F, C, H, W) f4 one chunk per keyframe; bev/clip (C, H, W) f4 (grid in attributes)
+    odometry/*                    only when poses came from lidar odometry: per sweep world_SE3_ego (S, 4, 4),
+                                  fitness, rmse_m, observability, degraded (summary in the manifest)
 
 Reading one keyframe touches only the chunks holding its rows. The store is written to a temporary
 folder beside the target and renamed into place after the manifest, so a crash never leaves a clip
@@ -36,6 +38,7 @@ from autolabel.fuse import FuseConfig, FusedClip
 from calibration import SE3, InputError
 from fusion.aggregate import combine, point_dt_s
 from fusion.bev import BEV_CHANNELS
+from fusion.odometry import OdometryResult
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -58,9 +61,18 @@ def _ragged(group: zarr.Group, name: str, parts: list[np.ndarray], dtype: str) -
 
 
 def write_artifacts(
-    path: Path, clip: Clip, fused: FusedClip, config: FuseConfig, extra: dict[str, Any] | None = None
+    path: Path,
+    clip: Clip,
+    fused: FusedClip,
+    config: FuseConfig,
+    extra: dict[str, Any] | None = None,
+    odometry: OdometryResult | None = None,
 ) -> Path:
-    """Write the fused clip to ``path`` atomically (temp folder, manifest last, rename)."""
+    """Write the fused clip to ``path`` atomically (temp folder, manifest last, rename).
+
+    ``extra`` entries go into the manifest (``odometry`` and ``qa`` summaries, the device, ...);
+    ``odometry`` per-step figures go into the ``odometry`` group.
+    """
     path = Path(path)
     with atomic_directory(path) as staging:
         root = zarr.open_group(store=str(staging), mode="w", zarr_format=3)
@@ -90,6 +102,11 @@ def write_artifacts(
                 "clip_grid": asdict(fused.clip_bev_grid),
             }
         )
+        if odometry is not None:
+            group = root.create_group("odometry")
+            group.create_array("world_SE3_ego", data=np.stack([p.as_matrix() for p in odometry.world_SE3_ego]))
+            for name in ("fitness", "rmse_m", "observability", "degraded"):
+                group.create_array(name, data=np.asarray(getattr(odometry, name)))
         manifest = {
             "complete": True,
             "format_version": FORMAT_VERSION,

@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute device (default: AUTOLABEL_DEVICE or auto)",
     )
     fuse.add_argument("--sweeps", type=int, default=10, help="sweeps per keyframe cloud (default 10)")
+    fuse.add_argument("--qa-frames", type=int, default=4, help="keyframes used by the calibration QA (default 4)")
+    fuse.add_argument("--no-qa", action="store_true", help="skip the calibration QA")
+    fuse.add_argument(
+        "--odometry", action="store_true", help="estimate poses with lidar odometry even when the clip has them"
+    )
 
     demo = sub.add_parser("demo", help="read the bundled real fixtures (nuScenes + KITTI) and summarise them")
     demo.add_argument("--data", type=Path, default=None, help="fixture folder (default: AUTOLABEL_SHARED_DATA)")
@@ -175,6 +180,8 @@ def cmd_info(args: argparse.Namespace, console: Console, settings: Settings) -> 
             else f"{fusion['status']} ({fusion['path']}){_qa_text(fusion)}",
         )
         console.print(table)
+        if fusion.get("qa"):
+            console.print(qa_table(fusion["qa"]))
     return 0
 
 
@@ -199,30 +206,75 @@ def _qa_text(fusion: dict) -> str:
         parts.append(f"odometry: {odo.get('degraded_steps', 0)} degraded steps")
     if fusion.get("qa"):
         flagged = [c for c, v in fusion["qa"].get("cameras", {}).items() if v.get("flagged")]
+        if fusion["qa"].get("time", {}).get("flagged"):
+            flagged.append("camera clock")
         parts.append("calibration QA: " + (f"flagged {', '.join(flagged)}" if flagged else "ok"))
     return "; " + "; ".join(parts) if parts else ""
 
 
 def cmd_fuse(args: argparse.Namespace, console: Console, settings: Settings) -> int:
-    from autolabel.artifacts import artifact_path, write_artifacts
-    from autolabel.fuse import FuseConfig, fuse_clip
+    from autolabel.fuse import FuseConfig
+    from autolabel.fusion_stage import FusionStageConfig, run_fusion_stage
+    from autolabel.qa import QAConfig
 
     clip = load_clip(args)
     if clip is None:
         raise InputError("fuse needs a clip source: --nuscenes DATAROOT --scene NAME or --kitti ROOT --seq SEQ")
     device = resolve_device(args.device or settings.device)
-    config = FuseConfig(sweeps_per_keyframe=args.sweeps)
-    with progress_bar(console) as bar:
-        task = bar.add_task(f"fusing {clip.name} on {device}", total=None)
-        fused = fuse_clip(
-            clip, device, config, progress=lambda done, total: bar.update(task, completed=done, total=total)
-        )
-    path = write_artifacts(artifact_path(settings.home, clip), clip, fused, config, {"device": str(device)})
-    painted = float(np.mean(np.concatenate(fused.sweep_view) >= 0))
-    console.print(
-        f"wrote {path}: {len(fused.sweep_points)} sweeps, {len(clip)} keyframes, {painted:.0%} of points painted"
+    config = FusionStageConfig(
+        fuse=FuseConfig(sweeps_per_keyframe=args.sweeps),
+        qa=None if args.no_qa else QAConfig(max_frames=args.qa_frames),
+        recompute_poses=args.odometry,
     )
+    with progress_bar(console) as bar:
+        task = bar.add_task(f"{clip.name} on {device}", total=None)
+
+        def progress(step: str, done: int, total: int | None) -> None:
+            bar.update(task, description=f"{clip.name}: {step} on {device}", completed=done, total=total)
+
+        result = run_fusion_stage(clip, settings.home, device, config, progress)
+    painted = float(np.mean(np.concatenate(result.fused.sweep_view) >= 0))
+    console.print(
+        f"wrote {result.path}: {len(result.fused.sweep_points)} sweeps, {len(clip)} keyframes, "
+        f"{painted:.0%} of points painted"
+    )
+    if result.odometry is not None:
+        odo = result.odometry
+        console.print(
+            f"poses from lidar odometry: {len(odo)} steps, {int(odo.degraded.sum())} degraded, "
+            f"median ICP fitness {np.median(odo.fitness[1:]) if len(odo) > 1 else 1.0:.2f}"
+        )
+        for line in odo.warnings[:5]:
+            console.print(f"[yellow]odometry warning[/]: {line}")
+    if result.qa is not None:
+        console.print(qa_table(result.qa.as_dict()))
     return 0
+
+
+def qa_table(qa: dict) -> Table:
+    """Calibration QA as a table: one row per camera, then the time check."""
+    table = Table(title="calibration QA" + (" [red]FLAGGED[/]" if qa["flagged"] else ""))
+    for column in ("camera", "score", "best neighbour", "confidence", "frames", "verdict"):
+        table.add_column(column)
+    for name, cam in qa["cameras"].items():
+        gain = cam["best_neighbour_score"] / cam["score"] - 1.0 if cam["score"] else float("nan")
+        table.add_row(
+            name,
+            f"{cam['score']:.3f}",
+            f"{cam['best_delta']} ({gain:+.3f})",
+            f"{cam['confidence']:.2f}",
+            str(cam["frames_used"]),
+            "[red]extrinsics look off[/]" if cam["flagged"] else "ok",
+        )
+    time = qa["time"]
+    if "skipped" in time:
+        table.add_row("time offset", "", "", "", "", f"skipped: {time['skipped']}")
+    else:
+        verdict = "[red]clock looks off[/]" if time["flagged"] else "ok"
+        table.add_row(
+            "time offset", "", f"best {time['best_offset_s'] * 1000:+.1f} ms", "", str(time["frames_used"]), verdict
+        )
+    return table
 
 
 def cmd_demo(args: argparse.Namespace, console: Console, settings: Settings) -> int:

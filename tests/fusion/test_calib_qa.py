@@ -2,26 +2,27 @@
 late) and on the real fixtures, which are well calibrated.
 
 The simulator writes raw lidar points (each in the lidar frame at its own firing time; the beam
-points forward at the sweep timestamp and turns clockwise once per period). For a camera image the
-points are de-skewed with the clip's poses and one revolution centred on the exposure time is kept,
-so the points in the camera's view were fired within a few milliseconds of the exposure.
+points forward at the sweep timestamp and turns clockwise once per period). The samples come from
+the fusion stage's de-skewed points through :func:`autolabel.qa.image_samples`: one revolution
+centred on each exposure, so the points in the camera's view were fired within a few milliseconds of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.spatial.transform import Rotation
 
 from autolabel.datasets.kitti import load_kitti_clip
-from autolabel.datasets.model import CameraImage, Clip, LidarSweep
+from autolabel.datasets.model import Clip
 from autolabel.datasets.nuscenes import load_nuscenes_clip
+from autolabel.fuse import FuseConfig, fuse_clip
+from autolabel.qa import image_samples
 from autolabel.sim.dataroot import SimConfig, simulate_dataroot
-from autolabel.sim.sensors import LidarModel
-from calibration import SE3, PinholeCamera, interpolate_pose, interpolate_poses
+from calibration import SE3, PinholeCamera
 from fusion.calib_qa import (
     CameraQA,
     ImageSample,
@@ -35,7 +36,7 @@ from fusion.calib_qa import (
 SCENE = "scene-0061"
 SECONDS = 2.0  # four keyframes
 SEED = 4
-PERIOD_US = round(LidarModel().period_s * 1e6)
+CPU = torch.device("cpu")
 OFFSET_MS = 40.0
 KITTI_FRAME_STEP = 7  # frames 0, 7, 14, 21, 28
 
@@ -63,90 +64,9 @@ def late_clip(tmp_path_factory: pytest.TempPathFactory) -> Clip:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-class Trajectory:
-    """The clip's stamped ego poses (sweeps and images); interpolated inside, extrapolated at the ends."""
-
-    def __init__(self, clip: Clip) -> None:
-        stamped: dict[int, SE3] = {}
-        for frame in clip.frames:
-            for sweep in frame.sweeps:
-                stamped.setdefault(sweep.timestamp_us, sweep.world_SE3_ego)
-            for image in frame.cameras.values():
-                stamped.setdefault(image.timestamp_us, image.world_SE3_ego)
-        self.times_us = np.array(sorted(stamped), dtype=np.int64)
-        self.poses = [stamped[int(t)] for t in self.times_us]
-
-    def at(self, times_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, 3, 3) rotations and (Q, 3) translations of ``world_SE3_ego`` at (Q,) times."""
-        times = np.asarray(times_us, dtype=np.int64).reshape(-1)
-        inside = (times >= self.times_us[0]) & (times <= self.times_us[-1])
-        poses: list[SE3 | None] = [None] * len(times)
-        for i, pose in zip(
-            np.nonzero(inside)[0], interpolate_poses(self.times_us, self.poses, times[inside]), strict=True
-        ):
-            poses[i] = pose
-        for i in np.nonzero(~inside)[0]:
-            j = 0 if times[i] < self.times_us[0] else len(self.times_us) - 2
-            t0, t1 = int(self.times_us[j]), int(self.times_us[j + 1])
-            poses[i] = interpolate_pose(t0, self.poses[j], t1, self.poses[j + 1], int(times[i]))
-        return np.stack([p.rotation for p in poses]), np.stack([p.translation for p in poses])
-
-    def pose(self, time_us: int) -> SE3:
-        rotations, translations = self.at(np.array([time_us]))
-        return SE3(rotations[0], translations[0])
-
-
-def deskewed_world_points(sweep: LidarSweep, trajectory: Trajectory) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 3) world points of a raw simulated sweep, each placed with the ego pose at its firing time,
-    and (N,) those times in microseconds (``t = t_sweep - wrap(azimuth_ego) / 2 pi * period``)."""
-    points = sweep.load_points()
-    ego = sweep.ego_SE3_lidar.transform_points(points)[:, :3].astype(np.float64)
-    directions = sweep.ego_SE3_lidar.rotate_vectors(points[:, :3].astype(np.float64))
-    times_us = sweep.timestamp_us - np.arctan2(directions[:, 1], directions[:, 0]) / (2 * np.pi) * PERIOD_US
-    bins, inverse = np.unique(np.round(times_us / 500.0).astype(np.int64) * 500, return_inverse=True)
-    rotations, translations = trajectory.at(bins)
-    world = np.einsum("nij,nj->ni", rotations[inverse], ego) + translations[inverse]
-    return world, times_us
-
-
 def sim_samples(clip: Clip) -> tuple[dict[str, list[ImageSample]], list[TimeSample]]:
-    """Per camera the keyframe images with their points, and every image for the time check."""
-    trajectory = Trajectory(clip)
-    sweeps = sorted({s.timestamp_us: s for f in clip.frames for s in f.sweeps}.values(), key=lambda s: s.timestamp_us)
-    cache = {s.timestamp_us: deskewed_world_points(s, trajectory) for s in sweeps}
-    by_camera: dict[str, list[ImageSample]] = {}
-    timed: list[TimeSample] = []
-    for frame in clip.frames:
-        for name, image in frame.cameras.items():
-            t_cam = image.timestamp_us
-            # One revolution centred on the exposure, from the sweeps around it.
-            parts = [w[np.abs(t - t_cam) <= PERIOD_US / 2] for w, t in (cache[s.timestamp_us] for s in sweeps)]
-            world = np.concatenate(parts)
-            nearest = min(sweeps, key=lambda s: abs(s.timestamp_us - t_cam))
-            lidar_world = nearest.world_SE3_ego @ nearest.ego_SE3_lidar
-            ego_SE3_world = image.world_SE3_ego.inverse()
-            origin = (ego_SE3_world @ lidar_world).translation
-            rgb = image.load()
-            by_camera.setdefault(name, []).append(
-                ImageSample(ego_SE3_world.transform_points(world), rgb, image.camera, origin)
-            )
-            timed.append(TimeSample(_points_at_offset(world, trajectory, t_cam), rgb, image.camera, origin))
-    return by_camera, timed
-
-
-def _points_at_offset(world: np.ndarray, trajectory: Trajectory, t_cam_us: int) -> Callable[[float], np.ndarray]:
-    def points_at(dt_s: float) -> np.ndarray:
-        return trajectory.pose(t_cam_us + round(dt_s * 1e6)).inverse().transform_points(world)
-
-    return points_at
-
-
-def nuscenes_samples(image: CameraImage, sweep: LidarSweep) -> ImageSample:
-    """A real nuScenes image with its sweep (motion-compensated to the sweep time) in the image's ego frame."""
-    ego_SE3_lidar = image.world_SE3_ego.inverse() @ sweep.world_SE3_ego @ sweep.ego_SE3_lidar
-    return ImageSample(
-        ego_SE3_lidar.transform_points(sweep.load_points()), image.load(), image.camera, ego_SE3_lidar.translation
-    )
+    """Per camera the keyframe images with their de-skewed points, and every image for the time check."""
+    return image_samples(clip, fuse_clip(clip, CPU, FuseConfig(sweeps_per_keyframe=1)), range(len(clip)))
 
 
 def report(title: str, results: list[CameraQA]) -> str:
@@ -228,20 +148,10 @@ def test_time_offset_is_found(true_samples, late_clip: Clip, record_property) ->
 @pytest.mark.real_data
 def test_real_nuscenes_sample_is_not_flagged(nuscenes_sample_root: Path, record_property) -> None:
     clip = load_nuscenes_clip(nuscenes_sample_root, SCENE)
-    frame = clip.frames[0]
-    results = [check_extrinsics([nuscenes_samples(image, frame.key_sweep)]) for image in frame.cameras.values()]
-    # The sweep is motion-compensated to its own time; the cameras fire 0.5-43 ms before it.
-    sweep, trajectory = frame.key_sweep, Trajectory(clip)
-    world = (sweep.world_SE3_ego @ sweep.ego_SE3_lidar).transform_points(sweep.load_points())
-    timed = [
-        TimeSample(
-            _points_at_offset(world, trajectory, image.timestamp_us),
-            sample.image_rgb,
-            image.camera,
-            sample.lidar_origin_ego,
-        )
-        for image, sample in ((image, nuscenes_samples(image, sweep)) for image in frame.cameras.values())
-    ]
+    # Each image takes the sweep nearest in time (the cameras fire 0.5-43 ms before the key sweep),
+    # moved into the ego frame at the exposure.
+    by_camera, timed = sim_samples(clip)
+    results = [check_extrinsics(samples) for samples in by_camera.values()]
     timing = check_time_offset(timed)
     text = report("real nuScenes sample (1 frame)", results) + "\n" + report_time("real nuScenes sample", timing)
     record_property("nuscenes_real", text)

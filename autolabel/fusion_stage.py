@@ -1,0 +1,89 @@
+"""The fusion stage of a clip: poses (odometry when missing), fusion, calibration QA, artifacts.
+
+One function that the CLI (and the pipeline) call; it returns everything later stages need.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from autolabel.artifacts import artifact_path, write_artifacts
+from autolabel.datasets.model import Clip
+from autolabel.fuse import FuseConfig, FusedClip, fuse_clip
+from autolabel.poses import odometry_poses, odometry_summary, without_poses
+from autolabel.qa import ClipQA, QAConfig, calibration_qa
+from fusion.odometry import OdometryConfig, OdometryResult
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int | None], None]
+
+
+@dataclass(frozen=True)
+class FusionStageConfig:
+    """Parameters of the whole stage.
+
+    Attributes:
+        fuse: aggregation, painting and BEV.
+        odometry: used only for clips without poses.
+        qa: calibration QA; ``None`` skips it.
+        recompute_poses: run the odometry even when the clip has poses (they are replaced).
+    """
+
+    fuse: FuseConfig = field(default_factory=FuseConfig)
+    odometry: OdometryConfig = field(default_factory=OdometryConfig)
+    qa: QAConfig | None = field(default_factory=QAConfig)
+    recompute_poses: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class FusionStageResult:
+    """What the stage made: the clip with poses, the fused arrays, odometry and QA (if run), the artifact path."""
+
+    clip: Clip
+    fused: FusedClip
+    odometry: OdometryResult | None
+    qa: ClipQA | None
+    path: Path
+
+
+def run_fusion_stage(
+    clip: Clip,
+    home: Path,
+    device: torch.device,
+    config: FusionStageConfig | None = None,
+    progress: Progress | None = None,
+) -> FusionStageResult:
+    """Poses -> fusion -> calibration QA -> zarr artifacts under ``home`` (atomic).
+
+    ``progress(step, done, total)`` is called with the step's name ("odometry", "fusion",
+    "calibration QA"); ``total`` is ``None`` for steps without a count.
+    """
+
+    config = config or FusionStageConfig()
+
+    def report(step: str, done: int, total: int | None) -> None:
+        if progress is not None:
+            progress(step, done, total)
+
+    extra: dict = {"device": str(device)}
+    odometry = None
+    if config.recompute_poses or not clip.has_poses:
+        report("odometry", 0, None)
+        clip, odometry = odometry_poses(without_poses(clip), config.odometry)
+        extra["odometry"] = odometry_summary(odometry, config.odometry)
+        if odometry.degraded.any():
+            log.warning("clip %s: %d odometry steps degraded", clip.name, int(odometry.degraded.sum()))
+    fused = fuse_clip(clip, device, config.fuse, progress=lambda done, total: report("fusion", done, total))
+    qa = None
+    if config.qa is not None:
+        report("calibration QA", 0, None)
+        qa = calibration_qa(clip, fused, config.qa)
+        extra["qa"] = {**qa.as_dict(), "parameters": asdict(config.qa)}
+    path = write_artifacts(artifact_path(home, clip), clip, fused, config.fuse, extra, odometry)
+    return FusionStageResult(clip, fused, odometry, qa, path)
