@@ -6,7 +6,9 @@ The result is written by :mod:`autolabel.artifacts`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +31,8 @@ class FuseConfig:
         paint: painting parameters.
         keyframe_bev: raster around each keyframe's ego.
         clip_bev_resolution_m: resolution of the whole-clip world raster.
+        prefetch_frames: frames whose sweeps and images are read and decoded ahead, in a background thread,
+            while the current frame is computed (0: read in turn).
     """
 
     sweeps_per_keyframe: int = 10
@@ -36,6 +40,7 @@ class FuseConfig:
     paint: PaintConfig = field(default_factory=PaintConfig)
     keyframe_bev: BevGrid = field(default_factory=BevGrid)
     clip_bev_resolution_m: float = 0.5
+    prefetch_frames: int = 2
 
     def __post_init__(self) -> None:
         if self.sweeps_per_keyframe < 1:
@@ -94,6 +99,27 @@ def camera_views(clip: Clip, frame_index: int) -> list[CameraView]:
     ]
 
 
+def _load_frame(clip: Clip, index: int, deskew: bool) -> tuple[list[SweepInput], list[CameraView]]:
+    return [sweep_input(sweep, deskew) for sweep in clip.frames[index].sweeps], camera_views(clip, index)
+
+
+def _prefetched(clip: Clip, config: FuseConfig) -> Iterator[tuple[list[SweepInput], list[CameraView]]]:
+    """Each frame's sweeps and decoded images, in order; up to ``prefetch_frames`` ahead in a thread
+    (file reads and JPEG decoding release the GIL, so they overlap the numba/torch work)."""
+    if config.prefetch_frames < 1:
+        for index in range(len(clip)):
+            yield _load_frame(clip, index, config.deskew)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fuse-read") as pool:
+        pending: deque[Future] = deque()
+        for index in range(len(clip)):
+            pending.append(pool.submit(_load_frame, clip, index, config.deskew))
+            if len(pending) > config.prefetch_frames:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def fuse_clip(
     clip: Clip,
     device: torch.device,
@@ -128,15 +154,13 @@ def _fuse(
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("points", "world", "offset", "rgb", "view")}
     total = len(sweeps) + len(clip.frames)
     done = 0
-    for frame in clip.frames:
+    for inputs, views in _prefetched(clip, config):
         # One paint call per frame: its sweeps (back to the previous keyframe) take the frame's images.
-        inputs = [sweep_input(sweep, config.deskew) for sweep in frame.sweeps]
         worlds = [sweep_to_world(x, track) for x in inputs]
         offsets = [np.zeros(len(x.points), np.float32) if x.time_offset_s is None else x.time_offset_s for x in inputs]
         times_us = np.concatenate(
             [x.timestamp_us + o.astype(np.float64) * 1e6 for x, o in zip(inputs, offsets, strict=True)]
         )
-        views = camera_views(clip, frame.index)
         painted = paint(np.concatenate(worlds), views, device, point_time_us=times_us, config=config.paint)
         view_camera = np.array([camera_names.index(v.camera.name) for v in views] + [-1], dtype=np.int16)
         bounds = np.cumsum([0] + [len(w) for w in worlds])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 
@@ -46,6 +47,9 @@ class BevGrid:
 def rasterize(points: np.ndarray, grid: BevGrid, device: torch.device, *, rgb: np.ndarray | None = None) -> np.ndarray:
     """(C, H, W) float32 raster of (N, C>=4) points ``x, y, z, intensity`` in the grid's frame.
 
+    On CPU a single-pass numba kernel does the work (torch's scatter passes are ~10x slower there);
+    elsewhere torch scatter ops on ``device``. Both give the same raster.
+
     Args:
         rgb: (N, 3) uint8 painted colours; cells average the painted (non-black) points. Without it the
             colour channels are zero.
@@ -53,6 +57,60 @@ def rasterize(points: np.ndarray, grid: BevGrid, device: torch.device, *, rgb: n
     pts = np.asarray(points)
     if pts.ndim != 2 or pts.shape[1] < 4:
         raise GeometryError(f"points must have shape (N, C>=4), got {pts.shape}")
+    if rgb is not None and np.shape(rgb) != (len(pts), 3):
+        raise GeometryError(f"colours must have shape ({len(pts)}, 3), got {np.shape(rgb)}")
+    if device.type == "cpu":
+        return _rasterize_numba(pts, grid, rgb)
+    return _rasterize_torch(pts, grid, device, rgb)
+
+
+def _rasterize_numba(pts: np.ndarray, grid: BevGrid, rgb: np.ndarray | None) -> np.ndarray:
+    h, w = grid.shape
+    colours = np.zeros((0, 3), np.uint8) if rgb is None else np.ascontiguousarray(rgb, dtype=np.uint8)
+    bounds = np.array([grid.x_min_m, grid.y_min_m, grid.z_min_m, grid.z_max_m, grid.resolution_m], np.float32)
+    out = _raster_kernel(np.ascontiguousarray(pts[:, :4], dtype=np.float32), colours, bounds, h, w)
+    return out.reshape(len(BEV_CHANNELS), h, w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _raster_kernel(pts: np.ndarray, rgb: np.ndarray, bounds: np.ndarray, h: int, w: int) -> np.ndarray:
+    x_min, y_min, z_min, z_max, res = bounds[0], bounds[1], bounds[2], bounds[3], bounds[4]
+    n_cells = h * w
+    out = np.zeros((7, n_cells), np.float32)
+    out[0, :] = -np.inf
+    out[1, :] = np.inf
+    painted = np.zeros(n_cells, np.float32)
+    with_rgb = rgb.shape[0] > 0
+    for i in range(pts.shape[0]):
+        z = pts[i, 2]
+        ix = np.int64(np.floor((pts[i, 0] - x_min) / res))
+        iy = np.int64(np.floor((pts[i, 1] - y_min) / res))
+        if ix < 0 or ix >= w or iy < 0 or iy >= h or not (z >= z_min and z <= z_max):
+            continue
+        c = iy * w + ix
+        out[0, c] = max(out[0, c], z)
+        out[1, c] = min(out[1, c], z)
+        out[2, c] += 1.0
+        out[3, c] += pts[i, 3]
+        if with_rgb and (np.int32(rgb[i, 0]) + np.int32(rgb[i, 1]) + np.int32(rgb[i, 2])) > 0:
+            painted[c] += 1.0
+            out[4, c] += rgb[i, 0]
+            out[5, c] += rgb[i, 1]
+            out[6, c] += rgb[i, 2]
+    for c in range(n_cells):
+        count = out[2, c]
+        if count == 0:
+            out[0, c] = np.nan
+            out[1, c] = np.nan
+        else:
+            out[3, c] /= count
+        if painted[c] > 0:
+            for k in range(4, 7):
+                out[k, c] /= painted[c]
+    return out
+
+
+def _rasterize_torch(pts: np.ndarray, grid: BevGrid, device: torch.device, rgb: np.ndarray | None) -> np.ndarray:
     h, w = grid.shape
     p = torch.as_tensor(np.ascontiguousarray(pts[:, :4], dtype=np.float32), device=device)
     ix = torch.floor((p[:, 0] - grid.x_min_m) / grid.resolution_m).long()

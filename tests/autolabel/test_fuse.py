@@ -13,11 +13,13 @@ import torch
 from autolabel.artifacts import artifact_path, open_artifacts, write_artifacts
 from autolabel.cli import main
 from autolabel.datasets.nuscenes import load_nuscenes_clip
-from autolabel.fuse import FuseConfig, fuse_clip
+from autolabel.fuse import FuseConfig, camera_views, fuse_clip, sweep_input
 from autolabel.sim.dataroot import SimConfig, simulate_dataroot
 from autolabel.sim.scenario import Profile, build_site
 from autolabel.sim.world import Surface
 from calibration import WORLD_FRAME, Boxes3D, InputError
+from fusion.aggregate import PoseTrack, sweep_to_world
+from fusion.paint import PaintConfig, _choose_views_numba, _choose_views_torch
 
 SEED = 3
 CPU = torch.device("cpu")
@@ -83,6 +85,36 @@ def test_painted_colours_match_the_simulated_objects(sim_clip, fused) -> None:
         total += len(rows)
     assert total > 200
     assert matched / total > 0.95
+
+
+def test_cpu_paint_kernel_chooses_like_the_torch_path(sim_clip) -> None:
+    """The numba kernels used on CPU and the torch ops used on other devices paint alike (pixel
+    rounding may differ for points within float32 noise of a pixel border)."""
+    frame = sim_clip.frames[2]
+    track = PoseTrack.from_poses(
+        [s.timestamp_us for f in sim_clip.frames for s in f.sweeps],
+        [s.world_SE3_ego for f in sim_clip.frames for s in f.sweeps],
+    )
+    inputs = [sweep_input(s, True) for s in frame.sweeps]
+    world = np.concatenate([sweep_to_world(x, track) for x in inputs])
+    times = np.concatenate([x.timestamp_us + x.time_offset_s * 1e6 for x in inputs])
+    views = camera_views(sim_clip, 1) + camera_views(sim_clip, 2)  # two views per camera: time decides
+    origin = world.mean(axis=0)
+    view_cpu, pixel_cpu = _choose_views_numba(world, origin, views, times, PaintConfig())
+    view_torch, pixel_torch = _choose_views_torch(
+        (world - origin).astype(np.float32), origin, views, CPU, times, PaintConfig()
+    )
+    painted = view_cpu >= 0
+    assert 0.5 < painted.mean() < 0.95
+    assert np.mean(view_cpu == view_torch.numpy()) > 0.9999
+    assert np.mean(pixel_cpu[painted] == pixel_torch.numpy()[painted]) > 0.999
+    # Each point takes the image of its camera nearest to its capture time.
+    view_times = np.array([v.timestamp_us for v in views], float)
+    chosen = view_cpu[painted]
+    other = np.where(chosen < 6, chosen + 6, chosen - 6)  # the same camera's view of the other frame
+    gap = np.abs(times[painted] - view_times[chosen])
+    assert np.all(gap <= np.abs(times[painted] - view_times[other]))
+    assert set(np.unique(chosen)) == set(range(12))
 
 
 def test_artifacts_round_trip_one_frame(sim_clip, fused, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from fusion.aggregate import (
     time_offsets_from_azimuth,
     voxel_downsample,
 )
-from fusion.bev import BEV_CHANNELS, BevGrid, rasterize
+from fusion.bev import BEV_CHANNELS, BevGrid, _rasterize_torch, rasterize
 from fusion.paint import CameraView, paint
 
 CPU = torch.device("cpu")
@@ -132,3 +132,18 @@ def test_bev_channels_by_hand() -> None:
     np.testing.assert_allclose(raster[:, 0, 1], [0.0, 0.0, 1, 4.0, 0, 50, 0])
     empty = rasterize(np.zeros((0, 4)), grid, CPU)
     assert np.isnan(empty[0]).all() and (empty[2] == 0).all()
+
+
+def test_bev_cpu_kernel_equals_the_torch_path() -> None:
+    """The numba kernel used on CPU and the torch scatter path used on other devices agree."""
+    rng = np.random.default_rng(0)
+    points = np.column_stack([rng.uniform(-60, 60, (20000, 2)), rng.uniform(-6, 6, 20000), rng.uniform(0, 1, 20000)])
+    rgb = rng.integers(0, 256, (20000, 3), dtype=np.uint8)
+    rgb[::3] = 0  # unpainted
+    grid = BevGrid()
+    fast = rasterize(points, grid, CPU, rgb=rgb)
+    reference = _rasterize_torch(points, grid, CPU, rgb)
+    np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-4, equal_nan=True)
+    assert np.nansum(fast[2]) == np.sum(
+        (np.abs(points[:, :2]) < 51.2).all(axis=1) & (np.abs(points[:, 2]) <= 5.0)
+    )
