@@ -221,3 +221,11 @@ def write_synthetic_nuscenes(root: Path) -> SyntheticNuScenes:
 @pytest.fixture()
 def synthetic_nuscenes(tmp_path: Path) -> SyntheticNuScenes:
     return write_synthetic_nuscenes(tmp_path / "nuscenes")
+
+
+@pytest.fixture(scope="session")
+def simulated_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3 s simulated urban scene (6 keyframes, all classes) shared by the evaluation and pipeline tests."""
+    from autolabel.sim.dataroot import SimConfig, simulate_dataroot
+
+    return simulate_dataroot(tmp_path_factory.mktemp("sim") / "nuscenes", SimConfig(seconds=3.0, seed=7)).dataroot

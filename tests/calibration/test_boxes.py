@@ -664,3 +664,36 @@ def test_iou_different_frames_raise() -> None:
         iou_bev(a, b)
     with pytest.raises(GeometryError):
         iou_3d(a, b)
+
+
+def test_iou_with_shared_and_collinear_edges() -> None:
+    """Boxes that share edges (same width and heading, one shorter) are where OpenCV's clipper failed."""
+    base = Boxes3D(np.array([[10.0, 5.0, 0.0, 4.5, 1.9, 1.6, 0.3]]), EGO_FRAME)
+    for dl in (0.0, 0.2, 1.0):
+        shorter = Boxes3D(base.data - np.array([[0, 0, 0, dl, 0, 0, 0]]), EGO_FRAME)
+        assert iou_bev(base, shorter)[0, 0] == pytest.approx((4.5 - dl) / 4.5, abs=1e-9)
+        assert iou_3d(base, shorter)[0, 0] == pytest.approx((4.5 - dl) / 4.5, abs=1e-9)
+    # Side by side, touching along a whole edge: no overlap at all.
+    beside = Boxes3D(base.data + np.array([[-1.9 * np.sin(0.3), 1.9 * np.cos(0.3), 0, 0, 0, 0, 0]]), EGO_FRAME)
+    assert iou_bev(base, beside)[0, 0] == pytest.approx(0.0, abs=1e-9)
+    # Half a length ahead along the heading: a third of the union.
+    ahead = Boxes3D(base.data + np.array([[2.25 * np.cos(0.3), 2.25 * np.sin(0.3), 0, 0, 0, 0, 0]]), EGO_FRAME)
+    assert iou_bev(base, ahead)[0, 0] == pytest.approx(1.0 / 3.0, abs=1e-9)
+
+
+def test_iou_matches_shapely_on_random_pairs() -> None:
+    import shapely
+
+    rng = np.random.default_rng(3)
+    n = 400
+    a = np.column_stack([rng.uniform(-3, 3, (n, 2)), np.zeros(n), rng.uniform(0.3, 5, (n, 3)), rng.uniform(-4, 4, n)])
+    b = a.copy()
+    b[:, :2] += rng.normal(0, 1.0, (n, 2)) * (rng.uniform(size=(n, 1)) < 0.7)
+    b[:, 3:5] *= np.where(rng.uniform(size=(n, 1)) < 0.5, rng.uniform(0.7, 1.3, (n, 2)), 1.0)
+    b[:, 6] += rng.choice([0.0, np.pi / 2, np.pi, 0.1], n) * (rng.uniform(size=n) < 0.6)
+    boxes_a, boxes_b = Boxes3D(a, EGO_FRAME), Boxes3D(b, EGO_FRAME)
+    ours = np.diag(iou_bev(boxes_a, boxes_b))
+    pa, pb = shapely.polygons(boxes_a.bev_corners()), shapely.polygons(boxes_b.bev_corners())
+    inter = shapely.area(shapely.intersection(pa, pb))
+    expected = inter / (shapely.area(pa) + shapely.area(pb) - inter)
+    np.testing.assert_allclose(ours, expected, atol=1e-9)
