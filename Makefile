@@ -8,7 +8,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 TORCH_PIN := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint system-deps clean
+.PHONY: demo test lint system-deps clean mmcv-wheel mmdet3d
 
 demo: $(VENV)/.core-installed
 	$(VENV)/bin/autolabel demo
@@ -41,6 +41,19 @@ $(VENV)/.core-installed: pyproject.toml | system-deps $(VENV)/bin/python
 $(VENV)/.test-installed: $(VENV)/.core-installed
 	$(PIP) install -q -e ".[test]"
 	touch $@
+
+# mmdet3d 1.4 needs full mmcv 2.1.0 with compiled ops, which has no wheel for this torch: build it once
+# (about 20-30 min on 2 cores) into wheelhouse/ and reuse it. The wheel is tied to the installed torch.
+WHEELHOUSE ?= wheelhouse
+MMCV_WHEEL = $(firstword $(wildcard $(WHEELHOUSE)/mmcv-2.1.0-*.whl))
+
+mmcv-wheel: $(VENV)/.core-installed
+	@if [ -n "$(MMCV_WHEEL)" ]; then echo "reusing $(MMCV_WHEEL)"; else \
+		$(PIP) install -q "setuptools<81" wheel ninja psutil && \
+		MMCV_WITH_OPS=1 FORCE_CUDA=0 $(PIP) wheel --no-build-isolation --no-deps -w $(WHEELHOUSE) mmcv==2.1.0; fi
+
+mmdet3d: mmcv-wheel
+	$(PIP) install -q --find-links $(WHEELHOUSE) -e ".[test,mmdet3d]"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

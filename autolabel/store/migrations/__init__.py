@@ -1,0 +1,1 @@
+"""Alembic environment and scripts of the label store (a package so that wheels ship them)."""
