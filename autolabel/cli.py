@@ -52,6 +52,19 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seq", help="KITTI sequence, e.g. 0000")
 
 
+def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    from autolabel.detect import DETECTORS
+
+    parser.add_argument(
+        "--device",
+        choices=[d.value for d in DeviceChoice],
+        default=None,
+        help="compute device (default: AUTOLABEL_DEVICE or auto)",
+    )
+    parser.add_argument("--detector", choices=sorted(DETECTORS), default="geometric")
+    parser.add_argument("--mode", choices=["offboard", "online"], default="offboard", help="tracking mode")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autolabel", description="Offboard 4D/BEV auto-labeling of lidar+camera clips."
@@ -90,6 +103,37 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--no-qa", action="store_true", help="skip the calibration QA")
     fuse.add_argument(
         "--odometry", action="store_true", help="estimate poses with lidar odometry even when the clip has them"
+    )
+
+    run = sub.add_parser("run", help="run the whole pipeline on one clip and store its pre-labels")
+    _add_source_options(run)
+    _add_pipeline_options(run)
+    run.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
+    batch = sub.add_parser("batch", help="run the pipeline over many clips (local processes or a Ray cluster)")
+    batch.add_argument("--nuscenes", nargs="+", metavar="DATAROOT", help="nuScenes dataroots (globs allowed)")
+    batch.add_argument("--scenes", help="comma-separated scene names (default: every scene)")
+    batch.add_argument("--version", help="nuScenes table folder (default: the only v1.0-* present)")
+    batch.add_argument("--kitti", nargs="+", metavar="ROOT", help="KITTI tracking roots (globs allowed)")
+    batch.add_argument("--seqs", help="comma-separated sequences (default: every sequence)")
+    batch.add_argument("--executor", choices=["local", "ray"], default="local")
+    batch.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    batch.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
+    batch.add_argument("--resume", action="store_true", help="skip clips already done with the same parameters")
+    batch.add_argument("--json", action="store_true", help="print the per-clip results as JSON")
+    _add_pipeline_options(batch)
+
+    evaluate = sub.add_parser("evaluate", help="score a clip's stored labels against its ground truth")
+    _add_source_options(evaluate)
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    export = sub.add_parser("export", help="export a clip's stored labels (nuScenes, KITTI or OpenLABEL)")
+    _add_source_options(export)
+    export.add_argument("--format", choices=["nuscenes", "kitti", "openlabel"], required=True)
+    export.add_argument("--out", type=Path, required=True, help="output folder (nuscenes) or file (kitti, openlabel)")
+    export.add_argument("--signed-off-only", action="store_true", help="refuse unless the clip is signed off")
+    export.add_argument(
+        "--in-image-only", action="store_true", help="KITTI: only objects whose box projects into image_02"
     )
 
     demo = sub.add_parser("demo", help="read the bundled real fixtures (nuScenes + KITTI) and summarise them")
@@ -277,6 +321,185 @@ def qa_table(qa: dict) -> Table:
     return table
 
 
+def _pipeline_config(args: argparse.Namespace):  # -> PipelineConfig
+    from autolabel.pipeline import PipelineConfig
+    from tracking import TrackingMode
+
+    return PipelineConfig(detector=args.detector, tracking_mode=TrackingMode(args.mode))
+
+
+def clip_spec(args: argparse.Namespace):  # -> ClipSpec
+    """The clip named by the source options as a pipeline :class:`ClipSpec`."""
+    from autolabel.datasets.model import ClipSource
+    from autolabel.pipeline import ClipSpec
+
+    if (args.nuscenes is None) == (args.kitti is None):
+        raise InputError("give one clip source: --nuscenes DATAROOT --scene NAME or --kitti ROOT --seq SEQ")
+    if args.nuscenes is not None:
+        if not args.scene:
+            raise InputError("--nuscenes needs --scene NAME")
+        return ClipSpec(ClipSource.NUSCENES, args.nuscenes, args.scene, args.version)
+    if not args.seq:
+        raise InputError("--kitti needs --seq SEQ")
+    return ClipSpec(ClipSource.KITTI, args.kitti, args.seq)
+
+
+def stage_table(summary) -> Table:  # summary: RunSummary
+    table = Table(title=f"{summary.source} {summary.clip}: run {summary.run_id}", title_justify="left")
+    for column in ("stage", "seconds", "cached", "detail"):
+        table.add_column(column)
+    for report in summary.stages:
+        table.add_row(report.stage.value, f"{report.seconds:.2f}", "yes" if report.cached else "", report.detail)
+    table.add_row("total", f"{summary.seconds:.2f}", "", f"{summary.tracks} tracks, {summary.boxes} boxes")
+    return table
+
+
+def cmd_run(args: argparse.Namespace, console: Console, settings: Settings) -> int:
+    from autolabel.pipeline import run_clip
+    from autolabel.store import open_store
+
+    spec = clip_spec(args)
+    config = _pipeline_config(args)
+    device = resolve_device(args.device or settings.device)
+    with open_store(settings.database_url, settings=settings) as store, progress_bar(console) as bar:
+        task = bar.add_task(f"{spec.name}", total=None)
+
+        def progress(step: str, done: int, total: int | None) -> None:
+            bar.update(task, description=f"{spec.name}: {step}", completed=done, total=total)
+
+        summary = run_clip(spec, settings.home, store, device, config, progress)
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        console.print(stage_table(summary))
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace, console: Console, settings: Settings) -> int:
+    from autolabel.batch import Executor, Outcome, discover_clips, run_batch
+    from autolabel.datasets.model import ClipSource
+
+    specs = []
+    if args.nuscenes:
+        names = args.scenes.split(",") if args.scenes else []
+        specs += discover_clips(ClipSource.NUSCENES, args.nuscenes, names, version=args.version)
+    if args.kitti:
+        specs += discover_clips(ClipSource.KITTI, args.kitti, args.seqs.split(",") if args.seqs else [])
+    if not specs:
+        raise InputError("batch needs clips: --nuscenes DATAROOT... [--scenes] and/or --kitti ROOT... [--seqs]")
+    with progress_bar(console) as bar:
+        task = bar.add_task(f"{len(specs)} clips ({args.executor})", total=len(specs))
+        results = run_batch(
+            specs,
+            settings,
+            _pipeline_config(args),
+            executor=Executor(args.executor),
+            workers=args.workers,
+            resume=args.resume,
+            ray_address=args.address,
+            on_result=lambda result: bar.advance(task),
+        )
+    failed = [r for r in results if r.outcome is Outcome.FAILED]
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        table = Table(title=f"batch: {len(results)} clips, {len(failed)} failed", title_justify="left")
+        for column in ("clip", "root", "outcome", "seconds", "tracks", "error"):
+            table.add_column(column)
+        for r in results:
+            table.add_row(
+                r.spec.name,
+                str(r.spec.root),
+                r.outcome.value,
+                f"{r.summary.seconds:.1f}" if r.summary else "",
+                str(r.summary.tracks) if r.summary else "",
+                r.error.splitlines()[0] if r.error else "",
+            )
+        console.print(table)
+    for r in failed:
+        print(f"autolabel: clip {r.spec.name} ({r.spec.root}) failed: {r.error.splitlines()[0]}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _stored_labels(clip: Clip, settings: Settings, *, signed_off_only: bool = False):  # -> list[FrameLabels]
+    from autolabel.labels import stored_frame_labels
+    from autolabel.store import ClipKey, open_store
+
+    with open_store(settings.database_url, settings=settings) as store:
+        labels = store.current_labels(ClipKey(clip.source.value, clip.name), signed_off_only=signed_off_only)
+    frame_labels = stored_frame_labels(labels)
+    if len(frame_labels) != len(clip):
+        raise InputError(f"clip {clip.name}: the store has {len(frame_labels)} frames, the clip {len(clip)}")
+    return frame_labels
+
+
+def cmd_evaluate(args: argparse.Namespace, console: Console, settings: Settings) -> int:
+    from autolabel.datasets.model import ClipSource
+    from autolabel.evaluate import (
+        automation_rate,
+        clear_mot,
+        nuscenes_detection_metrics,
+        nuscenes_tracking_metrics,
+    )
+
+    clip = load_clip(args)
+    if clip is None:
+        raise InputError("evaluate needs a clip source: --nuscenes DATAROOT --scene NAME or --kitti ROOT --seq SEQ")
+    if not clip.has_gt:
+        raise InputError(f"clip {clip.name}: no ground truth to evaluate against")
+    labels = _stored_labels(clip, settings)
+    rate = automation_rate(clip, labels)
+    metrics: dict = {
+        "clip": clip.name,
+        "automation_rate": rate.rate,
+        "automation_per_class": {k: {"matched": m, "total": t} for k, (m, t) in rate.per_class.items()},
+        "clear_mot_iou": clear_mot(clip, labels),
+    }
+    if clip.source is ClipSource.NUSCENES:
+        metrics["detection"] = nuscenes_detection_metrics(clip, labels)
+        metrics["tracking"] = nuscenes_tracking_metrics(clip, labels)
+    if args.json:
+        print(json.dumps(metrics, indent=2, default=float))
+        return 0
+    table = Table(title=f"evaluation of {clip.name} (stored labels vs ground truth)", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value")
+    if "detection" in metrics:
+        table.add_row("devkit mAP / NDS", f"{metrics['detection']['mAP']:.3f} / {metrics['detection']['NDS']:.3f}")
+        aps = metrics["detection"]["per_class_AP"]
+        table.add_row("  AP per class", ", ".join(f"{k} {v:.2f}" for k, v in aps.items()))
+        track = metrics["tracking"]
+        table.add_row("devkit AMOTA / AMOTP", f"{track['amota']:.3f} / {track['amotp']:.3f}")
+        table.add_row("  ID switches", str(int(track["ids"])))
+    mot = metrics["clear_mot_iou"]
+    table.add_row("MOTA (3D IoU >= 0.5)", f"{mot['mota']:.3f}")
+    table.add_row("  ID switches / fragmentations", f"{int(mot['num_switches'])} / {int(mot['num_fragmentations'])}")
+    table.add_row("automation rate (IoU 0.7 car / 0.5 other)", f"{rate.matched}/{rate.total} = {rate.rate:.3f}")
+    console.print(table)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, console: Console, settings: Settings) -> int:
+    clip = load_clip(args)
+    if clip is None:
+        raise InputError("export needs a clip source: --nuscenes DATAROOT --scene NAME or --kitti ROOT --seq SEQ")
+    labels = _stored_labels(clip, settings, signed_off_only=args.signed_off_only)
+    if args.format == "openlabel":
+        from autolabel.export.openlabel import write_openlabel
+
+        write_openlabel(args.out, clip, labels)
+    elif args.format == "kitti":
+        from autolabel.export.kitti import write_kitti_labels
+
+        write_kitti_labels(args.out, clip, labels, in_image_only=args.in_image_only)
+    else:
+        from autolabel.export.nuscenes import export_dataroot
+
+        export_dataroot(args.out, clip, labels)
+    console.print(f"wrote {args.format} labels of {clip.name} ({sum(len(f) for f in labels)} boxes) to {args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, console: Console, settings: Settings) -> int:
     from autolabel.datasets.kitti import load_kitti_clip
     from autolabel.datasets.nuscenes import load_nuscenes_clip
@@ -345,7 +568,16 @@ def cmd_simulate(args: argparse.Namespace, console: Console, settings: Settings)
     return 0
 
 
-COMMANDS = {"info": cmd_info, "demo": cmd_demo, "simulate": cmd_simulate, "fuse": cmd_fuse}
+COMMANDS = {
+    "info": cmd_info,
+    "demo": cmd_demo,
+    "simulate": cmd_simulate,
+    "fuse": cmd_fuse,
+    "run": cmd_run,
+    "batch": cmd_batch,
+    "evaluate": cmd_evaluate,
+    "export": cmd_export,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -58,11 +58,13 @@ def run_fusion_stage(
     device: torch.device,
     config: FusionStageConfig | None = None,
     progress: Progress | None = None,
+    cache_key: str | None = None,
 ) -> FusionStageResult:
     """Poses -> fusion -> calibration QA -> zarr artifacts under ``home`` (atomic).
 
     ``progress(step, done, total)`` is called with the step's name ("odometry", "fusion",
-    "calibration QA"); ``total`` is ``None`` for steps without a count.
+    "calibration QA"); ``total`` is ``None`` for steps without a count. ``cache_key`` (the pipeline's hash
+    of the inputs and parameters) is recorded in the manifest.
     """
 
     config = config or FusionStageConfig()
@@ -71,7 +73,7 @@ def run_fusion_stage(
         if progress is not None:
             progress(step, done, total)
 
-    extra: dict = {"device": str(device)}
+    extra: dict = {"device": str(device), "cache_key": cache_key}
     odometry = None
     if config.recompute_poses or not clip.has_poses:
         report("odometry", 0, None)

@@ -453,6 +453,12 @@ def _resolve_split_dir(root: Path) -> Path:
     raise InputError(f"{root}: not a KITTI tracking root (no {SPLIT_DIR}/ or {VELODYNE_DIR}/ inside)")
 
 
+def list_sequences(root: Path) -> list[str]:
+    """Sequence ids of a KITTI tracking root (the folders under ``velodyne/``), sorted."""
+    velo_root = _resolve_split_dir(Path(root)) / VELODYNE_DIR
+    return sorted(p.name for p in velo_root.iterdir() if p.is_dir())
+
+
 def _normalize_seq(seq: str | int) -> str:
     text = str(seq).strip()
     return text.zfill(SEQUENCE_DIGITS) if text.isdigit() else text

@@ -117,11 +117,14 @@ def _format_truncated(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else FLOAT_FORMAT.format(value)
 
 
-def kitti_label_lines(clip: Clip, labels_per_frame: Sequence[FrameLabels], *, include_score: bool = False) -> list[str]:
+def kitti_label_lines(
+    clip: Clip, labels_per_frame: Sequence[FrameLabels], *, include_score: bool = False, in_image_only: bool = False
+) -> list[str]:
     """KITTI tracking label lines (no newlines) of ``labels_per_frame[i]`` for ``clip.frames[i]``.
 
     Frame numbers are the KITTI tokens for KITTI clips, else the frame index. ``include_score``
-    appends the score column (detections).
+    appends the score column (detections). Every object is written (its 2D box -1 when it is not in
+    image_02) unless ``in_image_only``.
 
     Raises:
         InputError: label count differs from the frame count, or the clip has no KITTI calibration.
@@ -148,6 +151,8 @@ def kitti_label_lines(clip: Clip, labels_per_frame: Sequence[FrameLabels], *, in
         corners_cam = cam_SE3_cam0rect.transform_points(corners_cam0rect.reshape(-1, 3)).reshape(-1, 8, 3)
         bboxes = image_bbox_px(corners_cam, camera)
         for i in range(len(labels)):
+            if in_image_only and bboxes[i][0] < 0:
+                continue
             track = track_numbers[labels.track_ids[i]]
             occluded = int(labels.occlusion[i]) if labels.occlusion[i] >= 0 else 0
             floats = [alpha[i], *bboxes[i], h_m[i], w_m[i], l_m[i], *bottom_cam[i], ry[i]]
@@ -166,10 +171,15 @@ def kitti_label_lines(clip: Clip, labels_per_frame: Sequence[FrameLabels], *, in
 
 
 def write_kitti_labels(
-    path: Path, clip: Clip, labels_per_frame: Sequence[FrameLabels], *, include_score: bool = False
+    path: Path,
+    clip: Clip,
+    labels_per_frame: Sequence[FrameLabels],
+    *,
+    include_score: bool = False,
+    in_image_only: bool = False,
 ) -> None:
     """Write :func:`kitti_label_lines` to ``path`` atomically."""
     path = Path(path)
-    lines = kitti_label_lines(clip, labels_per_frame, include_score=include_score)
+    lines = kitti_label_lines(clip, labels_per_frame, include_score=include_score, in_image_only=in_image_only)
     text = "".join(f"{line}\n" for line in lines)
     atomic_write_text(path, text)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import numpy as np
 from autolabel.categories import CATEGORY_TO_NUSCENES, Category, category_from_nuscenes
 from autolabel.datasets.model import Clip, ClipSource, FrameLabels
 from autolabel.datasets.nuscenes import open_nuscenes
-from autolabel.fileio import atomic_write_json
+from autolabel.fileio import atomic_directory, atomic_write_json
 from calibration import SE3, WORLD_FRAME, InputError
 
 # Attribute written when a detection has none (the devkit scores attributes only for these classes).
@@ -218,3 +220,30 @@ def write_annotation_tables(clip: Clip, labels_per_frame: Sequence[FrameLabels],
     )
     atomic_write_json(table_dir / "instance.json", kept_instances + new_instances)
     open_nuscenes.cache_clear()  # the devkit database cached by the reader is stale now
+
+
+def export_dataroot(out: Path, clip: Clip, labels_per_frame: Sequence[FrameLabels]) -> Path:
+    """A nuScenes dataroot at ``out`` whose annotations of ``clip`` are ``labels_per_frame``.
+
+    The clip's table folder is copied (other scenes keep their annotations), ``samples/``, ``sweeps/`` and
+    ``maps/`` are symlinked to the source, the clip's ``sample_annotation``/``instance`` rows are replaced,
+    and the detection and tracking result JSONs go to ``out/results/``. Written atomically: a staging
+    folder is renamed to ``out`` when complete.
+    """
+    _check(clip, labels_per_frame)
+    version = clip.meta.get("version")
+    source = Path(clip.root).resolve()
+    if not version or not (source / version).is_dir():
+        raise InputError(f"clip {clip.name}: its table folder {source / str(version)} is missing")
+    with atomic_directory(Path(out)) as staging:
+        tables = staging / version
+        tables.mkdir()
+        for table in (source / version).glob("*.json"):
+            shutil.copyfile(table, tables / table.name)
+        for folder in ("samples", "sweeps", "maps"):
+            if (source / folder).exists():
+                os.symlink(source / folder, staging / folder)
+        write_annotation_tables(clip, labels_per_frame, tables)
+        write_results(staging / "results" / "detection_results.json", detection_results(clip, labels_per_frame))
+        write_results(staging / "results" / "tracking_results.json", tracking_results(clip, labels_per_frame))
+    return Path(out)

@@ -1,0 +1,434 @@
+"""One clip through every stage: read -> fuse (odometry when poses are missing) -> detect -> track -> store.
+
+:func:`run_clip` is the one pipeline function; the CLI, the batch executor and the job worker all call it.
+Each stage's output is cached in the workspace under a content hash of its inputs and parameters::
+
+    fusion      <home>/clips/<clip-id>.zarr            manifest["cache_key"] = hash(clip files, fusion params, version)
+    detection   <home>/cache/detections/<key>.npz      key = hash(fusion key, detector name and params)
+    tracking    <home>/cache/tracks/<key>.npz          key = hash(detection key, tracker params, mode)
+
+so re-running after changing only tracking parameters reuses fusion and detection. Labels go to the label
+store in one transaction per clip (:meth:`autolabel.store.LabelStore.write_prelabels`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import itertools
+import json
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from autolabel.artifacts import ClipArtifacts, artifact_path, open_artifacts
+from autolabel.categories import Category
+from autolabel.datasets.model import Clip, ClipSource
+from autolabel.detect import DETECTORS, Detections3D, DetectorInput
+from autolabel.fileio import atomic_write_bytes
+from autolabel.fusion_stage import FusionStageConfig, run_fusion_stage
+from autolabel.labels import track_labels
+from autolabel.store import ClipKey, FrameRecord, LabelStore, Provenance
+from calibration import EGO_FRAME, SE3, WORLD_FRAME, Boxes3D, InputError
+from tracking import Detections, Track, TrackerConfig, TrackingMode, track_clip
+
+CACHE_FORMAT = 1
+
+
+class Stage(str, Enum):
+    READ = "read"
+    FUSION = "fusion"
+    DETECTION = "detection"
+    TRACKING = "tracking"
+    STORE = "store"
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Where a clip comes from: a nuScenes dataroot and scene, or a KITTI tracking root and sequence."""
+
+    source: ClipSource
+    root: Path
+    name: str
+    version: str | None = None
+
+    def load(self) -> Clip:
+        if self.source is ClipSource.NUSCENES:
+            from autolabel.datasets.nuscenes import load_nuscenes_clip
+
+            return load_nuscenes_clip(self.root, self.name, version=self.version)
+        if self.source is ClipSource.KITTI:
+            from autolabel.datasets.kitti import load_kitti_clip
+
+            return load_kitti_clip(self.root, self.name)
+        raise InputError(f"clip source {self.source.value!r} cannot be read by the pipeline")
+
+    def __str__(self) -> str:
+        return f"{self.source.value}:{self.root}:{self.name}"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """All stage parameters (hashed for the caches and the labels' provenance).
+
+    Attributes:
+        fusion: poses, fusion and calibration QA.
+        detector: name in :data:`autolabel.detect.DETECTORS`.
+        tracker: tracker parameters.
+        tracking_mode: offboard (default) or the online baseline.
+    """
+
+    fusion: FusionStageConfig = field(default_factory=FusionStageConfig)
+    detector: str = "geometric"
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    tracking_mode: TrackingMode = TrackingMode.OFFBOARD
+
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise InputError(f"unknown detector {self.detector!r}; available: {', '.join(sorted(DETECTORS))}")
+
+
+@dataclass(frozen=True)
+class StageReport:
+    stage: Stage
+    seconds: float
+    cached: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one clip's run did (JSON-ready through :meth:`as_dict`)."""
+
+    clip: str
+    source: str
+    run_id: int
+    parameters_hash: str
+    stages: tuple[StageReport, ...]
+    frames: int
+    detections: int
+    tracks: int
+    boxes: int
+    artifacts: str
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["stages"] = [{**dataclasses.asdict(s), "stage": s.stage.value} for s in self.stages]
+        out["seconds"] = self.seconds
+        return out
+
+
+Progress = Callable[[str, int, int | None], None]
+
+
+# ------------------------------------------------------------------------------------------ hashing
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def content_hash(*parts: Any) -> str:
+    """Stable 16-hex-digit hash of JSON-able parts (dataclasses, enums, arrays included)."""
+    text = json.dumps([_jsonable(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The package version, plus the git commit (and ``.dirty``) when running from a checkout."""
+    version = metadata.version("autolabel")
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / ".git").exists():
+        return version
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return version
+    return f"{version}+g{sha}" + (".dirty" if dirty else "")
+
+
+def clip_fingerprint(clip: Clip) -> dict[str, Any]:
+    """Identity of a clip's input files: every sweep and image path with its size and modification time."""
+    files = [s.path for f in clip.frames for s in f.sweeps] + [i.path for f in clip.frames for i in f.cameras.values()]
+    stats = []
+    for path in dict.fromkeys(files):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            kind = "point" if path.suffix == ".bin" else "image"
+            raise InputError(f"{path}: {kind} file not found (clip {clip.name})") from None
+        stats.append((str(path), st.st_size, st.st_mtime_ns))
+    return {
+        "source": clip.source.value,
+        "name": clip.name,
+        "root": str(clip.root),
+        "frames": [(f.token, f.timestamp_us) for f in clip.frames],
+        "files": hashlib.sha256(json.dumps(stats).encode()).hexdigest(),
+    }
+
+
+# ------------------------------------------------------------------------------------------ caches
+def atomic_write_npz(path: Path, **arrays: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _save_detections(path: Path, detections: Sequence[Detections3D]) -> None:
+    counts = np.array([len(d) for d in detections], dtype=np.int64)
+    boxes = [d.boxes for d in detections]
+    velocity = [b.velocity if b.velocity is not None else np.full((len(b), 2), np.nan) for b in boxes] or [
+        np.zeros((0, 2))
+    ]
+    atomic_write_npz(
+        path,
+        format=np.array(CACHE_FORMAT),
+        counts=counts,
+        boxes=np.concatenate([b.data for b in boxes] or [np.zeros((0, 7))]),
+        velocity=np.concatenate(velocity),
+        scores=np.concatenate([d.scores for d in detections] or [np.zeros(0)]),
+        categories=np.array([c.value for d in detections for c in d.categories], dtype=str),
+    )
+
+
+def _load_detections(path: Path) -> list[Detections3D] | None:
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        if int(data["format"]) != CACHE_FORMAT:
+            return None
+        bounds = np.concatenate([[0], np.cumsum(data["counts"])])
+        out = []
+        for start, stop in itertools.pairwise(bounds):
+            boxes = Boxes3D(data["boxes"][start:stop], EGO_FRAME, data["velocity"][start:stop])
+            categories = tuple(Category(str(c)) for c in data["categories"][start:stop])
+            out.append(Detections3D(boxes, data["scores"][start:stop], categories))
+        return out
+
+
+def _save_tracks(path: Path, tracks: Sequence[Track]) -> None:
+    rows = [
+        (t.track_id, f, *b, *v, s, src.value)
+        for t in tracks
+        for f, b, v, s, src in zip(t.frame_indices, t.boxes.data, _velocity(t.boxes), t.scores, t.sources, strict=True)
+    ]
+    atomic_write_npz(
+        path,
+        format=np.array(CACHE_FORMAT),
+        track_ids=np.array([t.track_id for t in tracks], dtype=np.int64),
+        labels=np.array([t.label for t in tracks], dtype=str),
+        track_scores=np.array([t.score for t in tracks], dtype=np.float64),
+        rows=np.array([r[:-1] for r in rows], dtype=np.float64).reshape(-1, 12),
+        sources=np.array([r[-1] for r in rows], dtype=str),
+    )
+
+
+def _velocity(boxes: Boxes3D) -> np.ndarray:
+    return boxes.velocity if boxes.velocity is not None else np.full((len(boxes), 2), np.nan)
+
+
+@dataclass(frozen=True, eq=False)
+class StoredTrack:
+    """A track as the pipeline keeps it between stages (the fields the store and exports need)."""
+
+    track_id: int
+    label: str
+    score: float
+    frame_indices: np.ndarray
+    boxes: Boxes3D
+    scores: np.ndarray
+    sources: tuple[str, ...]
+
+
+def _load_tracks(path: Path) -> list[StoredTrack] | None:
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        if int(data["format"]) != CACHE_FORMAT:
+            return None
+        rows, sources = data["rows"], [str(s) for s in data["sources"]]
+        out = []
+        for track_id, label, score in zip(data["track_ids"], data["labels"], data["track_scores"], strict=True):
+            mine = np.flatnonzero(rows[:, 0] == track_id)
+            out.append(
+                StoredTrack(
+                    int(track_id),
+                    str(label),
+                    float(score),
+                    rows[mine, 1].astype(np.int64),
+                    Boxes3D(rows[mine, 2:9], WORLD_FRAME, rows[mine, 9:11]),
+                    rows[mine, 11],
+                    tuple(sources[i] for i in mine),
+                )
+            )
+        return out
+
+
+def _as_stored(track: Track) -> StoredTrack:
+    return StoredTrack(
+        track.track_id,
+        track.label,
+        float(track.score),
+        np.asarray(track.frame_indices, dtype=np.int64),
+        Boxes3D(track.boxes.data, WORLD_FRAME, _velocity(track.boxes)),
+        np.asarray(track.scores, dtype=np.float64),
+        tuple(s.value for s in track.sources),
+    )
+
+
+# ------------------------------------------------------------------------------------------ stages
+def detections_in_world(detections: Detections3D, world_SE3_ego: SE3, timestamp_us: int) -> Detections:
+    """A keyframe's ego-frame detections as the tracker's world-frame input."""
+    return Detections(
+        timestamp_us,
+        detections.boxes.transform(world_SE3_ego, WORLD_FRAME),
+        detections.scores,
+        tuple(c.value for c in detections.categories),
+    )
+
+
+def run_clip(
+    spec: ClipSpec,
+    home: Path,
+    store: LabelStore,
+    device: torch.device,
+    config: PipelineConfig | None = None,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Run every stage on one clip (reusing cached stage outputs) and store its labels.
+
+    ``progress(step, done, total)`` reports the stage being worked on.
+    """
+    config = config or PipelineConfig()
+    reports: list[StageReport] = []
+
+    def report(step: str, done: int, total: int | None) -> None:
+        if progress is not None:
+            progress(step, done, total)
+
+    def timed(stage: Stage, cached: bool, start: float, detail: str = "") -> None:
+        reports.append(StageReport(stage, time.perf_counter() - start, cached, detail))
+
+    start = time.perf_counter()
+    report(Stage.READ.value, 0, None)
+    clip = spec.load()
+    version = code_version()
+    fusion_key = content_hash("fusion", clip_fingerprint(clip), config.fusion, version, CACHE_FORMAT)
+    timed(Stage.READ, False, start, f"{len(clip)} keyframes")
+
+    start = time.perf_counter()
+    path = artifact_path(home, clip)
+    artifacts = _open_cached_artifacts(path, fusion_key)
+    cached = artifacts is not None
+    if artifacts is None:
+        run_fusion_stage(
+            clip, home, device, config.fusion, progress=lambda step, d, t: report(step, d, t), cache_key=fusion_key
+        )
+        artifacts = open_artifacts(path)
+    poses = [artifacts.world_SE3_ego(k) for k in range(artifacts.num_keyframes)]
+    timed(Stage.FUSION, cached, start, str(path))
+
+    start = time.perf_counter()
+    detector_key = content_hash("detection", fusion_key, config.detector, _detector_config(config), version)
+    detection_path = Path(home) / "cache" / "detections" / f"{detector_key}.npz"
+    detections = _load_detections(detection_path)
+    cached = detections is not None
+    if detections is None:
+        detector = DETECTORS[config.detector]()
+        detections = []
+        for k, frame in enumerate(clip.frames):
+            report(Stage.DETECTION.value, k, len(clip))
+            cloud, rgb = artifacts.keyframe_cloud(k)
+            detections.append(detector.detect(DetectorInput(cloud, frame.timestamp_us, rgb)))
+        _save_detections(detection_path, detections)
+    timed(Stage.DETECTION, cached, start, f"{sum(len(d) for d in detections)} boxes")
+
+    start = time.perf_counter()
+    tracking_key = content_hash("tracking", detector_key, config.tracker, config.tracking_mode, version)
+    tracking_path = Path(home) / "cache" / "tracks" / f"{tracking_key}.npz"
+    tracks = _load_tracks(tracking_path)
+    cached = tracks is not None
+    if tracks is None:
+        report(Stage.TRACKING.value, 0, None)
+        inputs = [
+            detections_in_world(d, pose, frame.timestamp_us)
+            for d, pose, frame in zip(detections, poses, clip.frames, strict=True)
+        ]
+        raw = track_clip(inputs, config.tracker, config.tracking_mode)
+        _save_tracks(tracking_path, raw)
+        tracks = _load_tracks(tracking_path)
+    timed(Stage.TRACKING, cached, start, f"{len(tracks)} tracks")
+
+    start = time.perf_counter()
+    report(Stage.STORE.value, 0, None)
+    parameters_hash = content_hash(config, version)
+    frames = [FrameRecord(f.index, f.token, f.timestamp_us, pose) for f, pose in zip(clip.frames, poses, strict=True)]
+    result = store.write_prelabels(
+        ClipKey(clip.source.value, clip.name),
+        frames,
+        track_labels(tracks),
+        Provenance(config.detector, parameters_hash, version),
+        root=str(clip.root),
+    )
+    timed(Stage.STORE, False, start, f"run {result.run_id}")
+    return RunSummary(
+        clip=clip.name,
+        source=clip.source.value,
+        run_id=result.run_id,
+        parameters_hash=parameters_hash,
+        stages=tuple(reports),
+        frames=len(clip),
+        detections=sum(len(d) for d in detections),
+        tracks=len(tracks),
+        boxes=sum(len(t.frame_indices) for t in tracks),
+        artifacts=str(path),
+    )
+
+
+def _detector_config(config: PipelineConfig) -> Any:
+    """The detector's parameters as hashed: its default configuration object, when it has one."""
+    return {"name": config.detector, "config": getattr(DETECTORS[config.detector](), "config", None)}
+
+
+def _open_cached_artifacts(path: Path, key: str) -> ClipArtifacts | None:
+    """The artifacts at ``path`` when complete and made from the same inputs and parameters, else ``None``."""
+    if not path.exists():
+        return None
+    try:
+        artifacts = open_artifacts(path)
+    except InputError:
+        return None
+    return artifacts if artifacts.manifest.get("cache_key") == key else None
