@@ -136,6 +136,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--in-image-only", action="store_true", help="KITTI: only objects whose box projects into image_02"
     )
 
+    track = sub.add_parser(
+        "track", help="track a detector's output: KITTI tracking-format files or a nuScenes detection JSON"
+    )
+    track.add_argument("--kitti", type=Path, metavar="ROOT", help="KITTI tracking root (calib, poses/oxts, velodyne)")
+    track.add_argument("--seqs", help="comma-separated KITTI sequences (default: every sequence)")
+    track.add_argument("--nuscenes", type=Path, metavar="DATAROOT", help="nuScenes dataroot of the detections")
+    track.add_argument("--scenes", help="comma-separated nuScenes scenes (default: every scene)")
+    track.add_argument("--version", help="nuScenes table folder (default: the only v1.0-* present)")
+    track.add_argument(
+        "--detections", type=Path, required=True, help="KITTI: folder of SEQ.txt files; nuScenes: results JSON"
+    )
+    track.add_argument(
+        "--out", type=Path, required=True, help="KITTI: folder for label_02 SEQ.txt; nuScenes: results JSON"
+    )
+    track.add_argument("--mode", choices=["offboard", "online"], default="offboard", help="tracking mode")
+
     demo = sub.add_parser("demo", help="read the bundled real fixtures (nuScenes + KITTI) and summarise them")
     demo.add_argument("--data", type=Path, default=None, help="fixture folder (default: AUTOLABEL_SHARED_DATA)")
     return parser
@@ -500,6 +516,55 @@ def cmd_export(args: argparse.Namespace, console: Console, settings: Settings) -
     return 0
 
 
+def cmd_track(args: argparse.Namespace, console: Console, settings: Settings) -> int:
+    from autolabel.track_given import (
+        nuscenes_frame_detections,
+        read_nuscenes_detections,
+        track_detections,
+        track_kitti_sequence,
+    )
+    from tracking import TrackerConfig, TrackingMode
+
+    if (args.kitti is None) == (args.nuscenes is None):
+        raise InputError("track needs one dataset: --kitti ROOT [--seqs] or --nuscenes DATAROOT [--scenes]")
+    mode, config = TrackingMode(args.mode), TrackerConfig()
+    table = Table(title=f"tracking given detections ({mode.value})", title_justify="left")
+    for column in ("clip", "frames", "detections", "tracks", "notes"):
+        table.add_column(column)
+    if args.kitti is not None:
+        from autolabel.datasets.kitti import list_sequences
+        from autolabel.export.kitti import write_kitti_labels
+
+        seqs = args.seqs.split(",") if args.seqs else list_sequences(args.kitti)
+        for seq in seqs:
+            seq_file = args.detections / f"{seq.zfill(4) if seq.isdigit() else seq}.txt"
+            result = track_kitti_sequence(args.kitti, seq, seq_file, config, mode)
+            write_kitti_labels(args.out / seq_file.name, result.clip, result.labels, include_score=True)
+            boxes = sum(len(f) for f in result.labels)
+            table.add_row(
+                result.clip.name, str(len(result.clip)), str(boxes), str(result.tracks), "; ".join(result.notes)
+            )
+    else:
+        from autolabel.datasets.nuscenes import list_scenes, load_nuscenes_clip
+        from autolabel.export.nuscenes import tracking_results, write_results
+
+        results = read_nuscenes_detections(args.detections)
+        merged: dict = {"meta": None, "results": {}}
+        scenes = args.scenes.split(",") if args.scenes else list_scenes(args.nuscenes, args.version)
+        for scene in scenes:
+            clip = load_nuscenes_clip(args.nuscenes, scene, version=args.version)
+            detections = nuscenes_frame_detections(clip, results)
+            labels, count = track_detections(clip, detections, config, mode)
+            scene_results = tracking_results(clip, labels)
+            merged["meta"] = scene_results["meta"]
+            merged["results"].update(scene_results["results"])
+            table.add_row(scene, str(len(clip)), str(sum(len(d) for d in detections)), str(count), "")
+        write_results(args.out, merged)
+    console.print(table)
+    console.print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, console: Console, settings: Settings) -> int:
     from autolabel.datasets.kitti import load_kitti_clip
     from autolabel.datasets.nuscenes import load_nuscenes_clip
@@ -577,6 +642,7 @@ COMMANDS = {
     "batch": cmd_batch,
     "evaluate": cmd_evaluate,
     "export": cmd_export,
+    "track": cmd_track,
 }
 
 

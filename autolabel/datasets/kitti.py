@@ -358,8 +358,13 @@ class KittiLabelRow:
     line_no: int
 
 
-def read_kitti_label_file(path: Path, *, keep_dont_care: bool = False) -> list[KittiLabelRow]:
+def read_kitti_label_file(
+    path: Path, *, keep_dont_care: bool = False, detections: bool = False
+) -> list[KittiLabelRow]:
     """Parse a KITTI tracking label file (``DontCare`` rows dropped unless asked for).
+
+    ``detections``: a detector's output in the same format, track id ``-1`` allowed and the score
+    column required.
 
     Raises:
         InputError: ``path:line`` of a malformed line (column count, numbers, negative size).
@@ -388,8 +393,10 @@ def read_kitti_label_file(path: Path, *, keep_dont_care: bool = False) -> list[K
         alpha, x1, y1, x2, y2, h, w, length, x, y, z, ry = numbers[:12]
         if kind != DONT_CARE and min(h, w, length) < 0:
             raise InputError(f"{where}: negative box size h={h} w={w} l={length}")
-        if frame < 0 or (kind != DONT_CARE and track_id < 0):
+        if frame < 0 or (kind != DONT_CARE and track_id < 0 and not detections):
             raise InputError(f"{where}: negative frame {frame} or track id {track_id}")
+        if detections and len(numbers) <= 12:
+            raise InputError(f"{where}: a detection line needs the score column ({LABEL_NUM_COLUMNS_SCORED} columns)")
         rows.append(
             KittiLabelRow(
                 frame=frame,
@@ -411,19 +418,19 @@ def read_kitti_label_file(path: Path, *, keep_dont_care: bool = False) -> list[K
     return rows
 
 
-def _labels_from_rows(rows: list[KittiLabelRow], calib: KittiCalib) -> FrameLabels:
-    """FrameLabels (ego frame) of one frame's label rows."""
+def _labels_from_rows(rows: list[KittiLabelRow], cam0rect_SE3_velo: SE3, ego_SE3_velo: SE3) -> FrameLabels:
+    """FrameLabels (ego frame) of one frame's label rows (detections get ids ``d<line number>``)."""
     if not rows:
         return FrameLabels.empty()
     boxes_velo = kitti_camera_boxes_to_velo(
         np.array([r.bottom_center_cam for r in rows]),
         np.array([(r.l_m, r.w_m, r.h_m) for r in rows]),
         np.array([r.ry_rad for r in rows]),
-        calib.cam0rect_SE3_velo,
+        cam0rect_SE3_velo,
     )
     return FrameLabels(
-        boxes=boxes_velo.transform(calib.ego_SE3_velo, EGO_FRAME),
-        track_ids=tuple(str(r.track_id) for r in rows),
+        boxes=boxes_velo.transform(ego_SE3_velo, EGO_FRAME),
+        track_ids=tuple(str(r.track_id) if r.track_id >= 0 else f"d{r.line_no}" for r in rows),
         categories=tuple(category_from_kitti(r.type) for r in rows),
         scores=np.array([1.0 if r.score is None else r.score for r in rows]),
         source_categories=tuple(r.type for r in rows),
@@ -432,15 +439,32 @@ def _labels_from_rows(rows: list[KittiLabelRow], calib: KittiCalib) -> FrameLabe
     )
 
 
-def _load_gt(path: Path, frame_numbers: list[int], calib: KittiCalib) -> list[FrameLabels] | None:
-    if not path.is_file():
-        return None
+def _labels_per_frame(
+    path: Path, frame_numbers: list[int], cam0rect_SE3_velo: SE3, ego_SE3_velo: SE3, *, detections: bool = False
+) -> list[FrameLabels]:
     rows_by_frame: dict[int, list[KittiLabelRow]] = {n: [] for n in frame_numbers}
-    for row in read_kitti_label_file(path):
+    for row in read_kitti_label_file(path, detections=detections):
         if row.frame not in rows_by_frame:
             raise InputError(f"{path}:{row.line_no}: label of frame {row.frame}, which has no velodyne sweep")
         rows_by_frame[row.frame].append(row)
-    return [_labels_from_rows(rows_by_frame[n], calib) for n in frame_numbers]
+    return [_labels_from_rows(rows_by_frame[n], cam0rect_SE3_velo, ego_SE3_velo) for n in frame_numbers]
+
+
+def _load_gt(path: Path, frame_numbers: list[int], calib: KittiCalib) -> list[FrameLabels] | None:
+    if not path.is_file():
+        return None
+    return _labels_per_frame(path, frame_numbers, calib.cam0rect_SE3_velo, calib.ego_SE3_velo)
+
+
+def read_kitti_detections(path: Path, clip: Clip) -> list[FrameLabels]:
+    """A detector's per-frame boxes for a KITTI clip, from a tracking-format file with scores (track id -1),
+    in each frame's ego frame; the KITTI type is kept in ``source_categories``."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: detection file not found")
+    cam0rect_SE3_velo = cam0rect_SE3_velo_from_meta(clip.meta, clip_name=clip.name)
+    ego_SE3_velo = clip.rig.lidars[VELODYNE].ego_SE3_lidar
+    numbers = [int(f.token) for f in clip.frames]
+    return _labels_per_frame(Path(path), numbers, cam0rect_SE3_velo, ego_SE3_velo, detections=True)
 
 
 # ---------------------------------------------------------------------------------------- clip
