@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="read the bundled real fixtures (nuScenes + KITTI) and summarise them")
     demo.add_argument("--data", type=Path, default=None, help="fixture folder (default: AUTOLABEL_SHARED_DATA)")
+    demo.add_argument("--no-sim", action="store_true", help="skip the simulated clip")
+    demo.add_argument("--no-real", action="store_true", help="skip the real fixtures")
     return parser
 
 
@@ -370,20 +372,27 @@ def stage_table(summary) -> Table:  # summary: RunSummary
     return table
 
 
-def cmd_run(args: argparse.Namespace, console: Console, settings: Settings) -> int:
+def _run_with_progress(spec, settings: Settings, store, device, config, console: Console):  # -> RunSummary
+    """:func:`autolabel.pipeline.run_clip` with a progress bar naming the stage."""
     from autolabel.pipeline import run_clip
+
+    with progress_bar(console) as bar:
+        task = bar.add_task(spec.name, total=None)
+
+        def progress(step: str, done: int, total: int | None) -> None:
+            bar.update(task, description=f"{spec.name}: {step}", completed=done, total=total)
+
+        return run_clip(spec, settings.home, store, device, config, progress)
+
+
+def cmd_run(args: argparse.Namespace, console: Console, settings: Settings) -> int:
     from autolabel.store import open_store
 
     spec = clip_spec(args)
     config = _pipeline_config(args)
     device = resolve_device(args.device or settings.device)
-    with open_store(settings.database_url, settings=settings) as store, progress_bar(console) as bar:
-        task = bar.add_task(f"{spec.name}", total=None)
-
-        def progress(step: str, done: int, total: int | None) -> None:
-            bar.update(task, description=f"{spec.name}: {step}", completed=done, total=total)
-
-        summary = run_clip(spec, settings.home, store, device, config, progress)
+    with open_store(settings.database_url, settings=settings) as store:
+        summary = _run_with_progress(spec, settings, store, device, config, console)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:
@@ -464,6 +473,9 @@ def cmd_evaluate(args: argparse.Namespace, console: Console, settings: Settings)
     if not clip.has_gt:
         raise InputError(f"clip {clip.name}: no ground truth to evaluate against")
     labels = _stored_labels(clip, settings)
+    if not args.json:
+        console.print(_evaluation_table(clip, labels))
+        return 0
     rate = automation_rate(clip, labels)
     metrics: dict = {
         "clip": clip.name,
@@ -473,25 +485,9 @@ def cmd_evaluate(args: argparse.Namespace, console: Console, settings: Settings)
     }
     if clip.source is ClipSource.NUSCENES:
         metrics["detection"] = nuscenes_detection_metrics(clip, labels)
-        metrics["tracking"] = nuscenes_tracking_metrics(clip, labels)
-    if args.json:
-        print(json.dumps(metrics, indent=2, default=float))
-        return 0
-    table = Table(title=f"evaluation of {clip.name} (stored labels vs ground truth)", title_justify="left")
-    table.add_column("metric")
-    table.add_column("value")
-    if "detection" in metrics:
-        table.add_row("devkit mAP / NDS", f"{metrics['detection']['mAP']:.3f} / {metrics['detection']['NDS']:.3f}")
-        aps = metrics["detection"]["per_class_AP"]
-        table.add_row("  AP per class", ", ".join(f"{k} {v:.2f}" for k, v in aps.items()))
-        track = metrics["tracking"]
-        table.add_row("devkit AMOTA / AMOTP", f"{track['amota']:.3f} / {track['amotp']:.3f}")
-        table.add_row("  ID switches", str(int(track["ids"])))
-    mot = metrics["clear_mot_iou"]
-    table.add_row("MOTA (3D IoU >= 0.5)", f"{mot['mota']:.3f}")
-    table.add_row("  ID switches / fragmentations", f"{int(mot['num_switches'])} / {int(mot['num_fragmentations'])}")
-    table.add_row("automation rate (IoU 0.7 car / 0.5 other)", f"{rate.matched}/{rate.total} = {rate.rate:.3f}")
-    console.print(table)
+        if len(clip) > 1:
+            metrics["tracking"] = nuscenes_tracking_metrics(clip, labels)
+    print(json.dumps(metrics, indent=2, default=float))
     return 0
 
 
@@ -565,19 +561,76 @@ def cmd_track(args: argparse.Namespace, console: Console, settings: Settings) ->
     return 0
 
 
+DEMO_SIM_SECONDS = 4.0
+
+
+def _evaluation_table(clip: Clip, labels: list) -> Table:
+    """The evaluation summary of stored labels against a clip's ground truth."""
+    from autolabel.datasets.model import ClipSource
+    from autolabel.evaluate import automation_rate, clear_mot, nuscenes_detection_metrics, nuscenes_tracking_metrics
+
+    table = Table(title=f"evaluation of {clip.name} (stored labels vs ground truth)", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value")
+    if clip.source is ClipSource.NUSCENES:
+        detection = nuscenes_detection_metrics(clip, labels)
+        table.add_row("devkit mAP / NDS", f"{detection['mAP']:.3f} / {detection['NDS']:.3f}")
+        table.add_row("  AP per class", ", ".join(f"{k} {v:.2f}" for k, v in detection["per_class_AP"].items()))
+        if len(clip) > 1:
+            tracking = nuscenes_tracking_metrics(clip, labels)
+            table.add_row("devkit AMOTA / AMOTP", f"{tracking['amota']:.3f} / {tracking['amotp']:.3f}")
+            table.add_row("  ID switches", str(int(tracking["ids"])))
+    mot = clear_mot(clip, labels)
+    table.add_row("MOTA (3D IoU >= 0.5)", f"{mot['mota']:.3f}")
+    table.add_row("  ID switches / fragmentations", f"{int(mot['num_switches'])} / {int(mot['num_fragmentations'])}")
+    rate = automation_rate(clip, labels)
+    table.add_row("automation rate (IoU 0.7 car / 0.5 other)", f"{rate.matched}/{rate.total} = {rate.rate:.3f}")
+    return table
+
+
 def cmd_demo(args: argparse.Namespace, console: Console, settings: Settings) -> int:
-    from autolabel.datasets.kitti import load_kitti_clip
-    from autolabel.datasets.nuscenes import load_nuscenes_clip
+    """The main job end to end: a simulated clip and the real fixtures through the whole pipeline."""
+    from autolabel.datasets.model import ClipSource
+    from autolabel.pipeline import ClipSpec, PipelineConfig
+    from autolabel.store import open_store
 
     data = args.data or settings.shared_data
-    if not data.is_dir():
+    if args.data is not None and not data.is_dir():
         raise InputError(f"{data}: fixture folder not found (set AUTOLABEL_SHARED_DATA or pass --data)")
-    clips = [
-        load_nuscenes_clip(data / DEMO_NUSCENES[0], DEMO_NUSCENES[1]),
-        load_kitti_clip(data / DEMO_KITTI[0], DEMO_KITTI[1]),
-    ]
-    for clip in clips:
-        console.print(summary_table(clip, clip.summary()))
+    device = resolve_device(settings.device)
+    specs: list[ClipSpec] = []
+    if not args.no_sim:
+        from autolabel.sim.dataroot import SimConfig, simulate_dataroot
+
+        root = Path(settings.home) / "demo" / f"sim-urban-{DEMO_SIM_SECONDS:g}s"
+        if not root.is_dir():
+            with progress_bar(console) as bar:
+                task = bar.add_task("simulating a short urban scene", total=None)
+                simulate_dataroot(
+                    root,
+                    SimConfig(seconds=DEMO_SIM_SECONDS, seed=0),
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+        specs.append(ClipSpec(ClipSource.NUSCENES, root, "scene-0061"))
+    if not args.no_real:
+        if data.is_dir():
+            specs.append(ClipSpec(ClipSource.NUSCENES, data / DEMO_NUSCENES[0], DEMO_NUSCENES[1]))
+            specs.append(ClipSpec(ClipSource.KITTI, data / DEMO_KITTI[0], DEMO_KITTI[1]))
+        else:
+            console.print(f"[yellow]{data}: no real fixtures here; only the simulated clip runs[/]")
+    with open_store(settings.database_url, settings=settings) as store:
+        for spec in specs:
+            clip = spec.load()
+            console.print(summary_table(clip, clip.summary()))
+            summary = _run_with_progress(spec, settings, store, device, PipelineConfig(), console)
+            console.print(stage_table(summary))
+            if clip.has_gt:
+                console.print(_evaluation_table(clip, _stored_labels(clip, settings)))
+    console.print(
+        f"labels are in {settings.database_url or Path(settings.home) / 'labels.db'}; next: "
+        "`autolabel evaluate ...`, `autolabel export --format nuscenes|kitti|openlabel ...` "
+        "(the review viewer is not built yet)"
+    )
     return 0
 
 

@@ -27,7 +27,7 @@ from scipy.optimize import linear_sum_assignment
 
 from autolabel.categories import Category
 from autolabel.datasets.model import Clip, ClipSource, FrameLabels
-from autolabel.export.nuscenes import detection_results, tracking_results, write_results
+from autolabel.export.nuscenes import TRACKING_CATEGORIES, detection_results, tracking_results, write_results
 from calibration import InputError, iou_3d
 
 CUSTOM_SPLIT = "autolabel_clip"
@@ -164,6 +164,8 @@ def nuscenes_detection_metrics(clip: Clip, labels_per_frame: Sequence[FrameLabel
     from nuscenes.eval.detection.evaluate import DetectionEval
 
     _check_nuscenes(clip, labels_per_frame)
+    if not any(c is not Category.OTHER for labels in labels_per_frame for c in labels.categories):
+        return {"mAP": 0.0, "NDS": 0.0, "per_class_AP": {}, "tp_errors": {}, "note": "no labels to score"}
     version = _nuscenes_version(clip)
     with tempfile.TemporaryDirectory(prefix="autolabel-eval-") as tmp:
         root = shadow_dataroot(clip.root, version, [clip.name], Path(tmp))
@@ -190,6 +192,8 @@ def nuscenes_tracking_metrics(clip: Clip, labels_per_frame: Sequence[FrameLabels
     from nuscenes.eval.tracking.evaluate import TrackingEval
 
     _check_nuscenes(clip, labels_per_frame)
+    if not any(c in TRACKING_CATEGORIES for labels in labels_per_frame for c in labels.categories):
+        return {"amota": 0.0, "amotp": float("nan"), "ids": 0, "per_class_amota": {}, "note": "no tracks to score"}
     version = _nuscenes_version(clip)
     with tempfile.TemporaryDirectory(prefix="autolabel-eval-") as tmp:
         root = shadow_dataroot(clip.root, version, [clip.name], Path(tmp))

@@ -320,6 +320,17 @@ def detections_in_world(detections: Detections3D, world_SE3_ego: SE3, timestamp_
     )
 
 
+def tracker_for_clip(config: TrackerConfig, num_frames: int) -> TrackerConfig:
+    """The tracker configuration for a clip of ``num_frames`` keyframes: a clip shorter than the minimum
+    track length keeps tracks as long as the clip (a one-keyframe clip keeps its detections)."""
+    offboard = config.offboard
+    if num_frames >= offboard.min_detections:
+        return config
+    life = dataclasses.replace(offboard.life, min_hits=max(1, min(offboard.life.min_hits, num_frames)))
+    shorter = dataclasses.replace(offboard, min_detections=max(1, num_frames), life=life)
+    return dataclasses.replace(config, offboard=shorter)
+
+
 def run_clip(
     spec: ClipSpec,
     home: Path,
@@ -387,7 +398,7 @@ def run_clip(
             detections_in_world(d, pose, frame.timestamp_us)
             for d, pose, frame in zip(detections, poses, clip.frames, strict=True)
         ]
-        raw = track_clip(inputs, config.tracker, config.tracking_mode)
+        raw = track_clip(inputs, tracker_for_clip(config.tracker, len(clip)), config.tracking_mode)
         _save_tracks(tracking_path, raw)
         tracks = _load_tracks(tracking_path)
     timed(Stage.TRACKING, cached, start, f"{len(tracks)} tracks")

@@ -81,8 +81,15 @@ def test_unknown_scene(synthetic_nuscenes, capsys) -> None:
 
 
 @pytest.mark.real_data
-def test_demo_prints_both_real_clips(nuscenes_sample_root: Path, kitti_clip_root: Path, capsys) -> None:
-    code, out, _ = run(["demo", "--data", str(nuscenes_sample_root.parent)], capsys)
+def test_demo_runs_the_pipeline_on_both_real_clips(
+    nuscenes_sample_root: Path, kitti_clip_root: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("AUTOLABEL_HOME", str(tmp_path))
+    monkeypatch.delenv("AUTOLABEL_DATABASE_URL", raising=False)
+    code, out, _ = run(["demo", "--data", str(nuscenes_sample_root.parent), "--no-sim"], capsys)
     assert code == 0
     assert "clip scene-0061 (nuscenes)" in out and "34,688" in out and "69 boxes" in out
     assert "clip kitti-0000 (kitti)" in out and "30 over" in out and "missing" in out
+    # Both went through every stage; the nuScenes sample has ground truth and is scored by the devkit.
+    assert out.count("detection") >= 2 and out.count("tracking") >= 2
+    assert "devkit mAP" in out and "automation rate" in out
