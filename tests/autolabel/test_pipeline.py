@@ -144,3 +144,32 @@ def test_exports_round_trip(simulated_root, home, tmp_path, capsys) -> None:
     document = json.loads(openlabel.read_text())
     assert len(document["openlabel"]["objects"]) == len({t for f in stored for t in f.track_ids})
     assert main(["export", *source, "--format", "nuscenes", "--out", str(out), "--signed-off-only"]) == 2
+
+
+@pytest.mark.ray
+def test_ray_executor_runs_three_clips_on_a_local_two_cpu_instance(simulated_root, home, tmp_path) -> None:
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    from autolabel.batch import Executor, Outcome, run_batch
+    from autolabel.settings import Settings
+
+    roots = []
+    for k, scene in enumerate(("scene-0103", "scene-0553", "scene-0655")):
+        copy = tmp_path / f"copy{k}"
+        copy.mkdir()
+        version = next(p.name for p in simulated_root.iterdir() if p.name.startswith("v1.0"))
+        shutil.copytree(simulated_root / version, copy / version)
+        scenes = json.loads((copy / version / "scene.json").read_text())
+        scenes[0]["name"] = scene
+        (copy / version / "scene.json").write_text(json.dumps(scenes))
+        for folder in ("samples", "sweeps", "maps"):
+            (copy / folder).symlink_to(simulated_root / folder)
+        roots.append(ClipSpec(ClipSource.NUSCENES, copy, scene))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        results = run_batch(roots, Settings(), executor=Executor.RAY)
+    finally:
+        ray.shutdown()
+    assert sorted(r.spec.name for r in results) == ["scene-0103", "scene-0553", "scene-0655"]
+    assert all(r.outcome is Outcome.DONE for r in results), [r.error for r in results]
+    with open_store(f"sqlite:///{home}/labels.db") as store:
+        assert {c.key.name for c in store.list_clips()} == {"scene-0103", "scene-0553", "scene-0655"}
