@@ -1,0 +1,128 @@
+"""The clip's lidar as refinement sees it: per-keyframe world-frame point arrays with a BEV grid index.
+
+Arrays in, nothing read from disk. Points of frame ``f`` are the fusion stage's cloud of that keyframe in
+the world frame (``(N_f, C>=3)``, columns ``x, y, z, ...``). When a column holds the per-point capture time
+relative to the keyframe (``dt_s``, as in fusion's ``x, y, z, intensity, dt_s`` multi-sweep clouds), name it
+with ``dt_column``: a moving object's points, smeared along its path over the sweeps, are then moved back
+to the keyframe time with the object's velocity (``xy - v * dt_s``) before its box is fitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from calibration import WORLD_FRAME, InputError
+
+
+@dataclass(frozen=True, eq=False)
+class _GridIndex:
+    """Points of one frame sorted by BEV cell: cell ``(i, j)`` holds ``order[start:end]``."""
+
+    keys: np.ndarray  # (N,) sorted cell keys ``(i - i0) * n_j + (j - j0)``
+    order: np.ndarray  # (N,) point index of each sorted key
+    i0: int
+    j0: int
+    n_i: int
+    n_j: int
+
+
+@dataclass(frozen=True, eq=False)
+class ClipLidar:
+    """World-frame lidar of F keyframes.
+
+    Attributes:
+        timestamps_us: (F,) keyframe times, strictly increasing (the frames tracks index into).
+        points: F arrays (N_f, C>=3) of world-frame points ``x, y, z, ...``.
+        sensor_xyz_m: (F, 3) world position of the lidar at each keyframe (the ego position is close
+            enough): decides which faces of an object the sensor could see.
+        dt_column: column of the per-point capture time minus the keyframe time in seconds, or None.
+        frame: name of the points' frame (tracks must be in the same frame).
+        cell_m: BEV cell size of the spatial index.
+    """
+
+    timestamps_us: np.ndarray
+    points: tuple[np.ndarray, ...]
+    sensor_xyz_m: np.ndarray
+    dt_column: int | None = None
+    frame: str = WORLD_FRAME
+    cell_m: float = 4.0
+
+    def __post_init__(self) -> None:
+        times = np.array(self.timestamps_us, dtype=np.int64).reshape(-1)
+        if np.any(np.diff(times) <= 0):
+            raise InputError("ClipLidar: keyframe timestamps must strictly increase")
+        points = tuple(np.asarray(p) for p in self.points)
+        if len(points) != times.shape[0]:
+            raise InputError(f"ClipLidar: {times.shape[0]} timestamps but {len(points)} point arrays")
+        min_columns = 3 if self.dt_column is None else max(3, self.dt_column + 1)
+        for f, p in enumerate(points):
+            if p.ndim != 2 or p.shape[1] < min_columns:
+                raise InputError(f"ClipLidar: frame {f} points must have shape (N, >={min_columns}), got {p.shape}")
+        sensor = np.array(self.sensor_xyz_m, dtype=np.float64).reshape(-1, 3)
+        if sensor.shape[0] != times.shape[0] or not np.all(np.isfinite(sensor)):
+            raise InputError(f"ClipLidar: sensor_xyz_m must be finite with shape ({times.shape[0]}, 3)")
+        if self.cell_m <= 0:
+            raise InputError(f"ClipLidar.cell_m must be positive, got {self.cell_m}")
+        times.setflags(write=False)
+        sensor.setflags(write=False)
+        object.__setattr__(self, "timestamps_us", times)
+        object.__setattr__(self, "points", points)
+        object.__setattr__(self, "sensor_xyz_m", sensor)
+
+    @classmethod
+    def without_points(cls, timestamps_us: np.ndarray, sensor_xyz_m: np.ndarray | None = None) -> ClipLidar:
+        """A clip with no lidar: refinement then smooths and completes the detections alone."""
+        times = np.asarray(timestamps_us, dtype=np.int64).reshape(-1)
+        sensor = np.zeros((times.shape[0], 3)) if sensor_xyz_m is None else sensor_xyz_m
+        return cls(times, tuple(np.zeros((0, 3), dtype=np.float32) for _ in times), sensor)
+
+    def __len__(self) -> int:
+        return int(self.timestamps_us.shape[0])
+
+    @cached_property
+    def _index(self) -> tuple[_GridIndex, ...]:
+        """Per-frame BEV grid indexes, built on first use (one sort per frame)."""
+        return tuple(_build_index(p, self.cell_m) for p in self.points)
+
+    @cached_property
+    def max_abs_dt_s(self) -> np.ndarray:
+        """(F,) largest ``|dt_s|`` of each frame's points (zeros without a ``dt_column``)."""
+        if self.dt_column is None:
+            return np.zeros(len(self))
+        return np.array([float(np.abs(p[:, self.dt_column]).max(initial=0.0)) for p in self.points])
+
+    def points_near(self, frame_index: int, xy_min: np.ndarray, xy_max: np.ndarray) -> np.ndarray:
+        """(M, C) float64 points of one frame whose cell overlaps the BEV rectangle [xy_min, xy_max].
+
+        A superset of the points inside the rectangle (whole cells); callers test the exact shape.
+        """
+        points = self.points[frame_index]
+        index = self._index[frame_index]
+        if points.shape[0] == 0:
+            return np.zeros((0, points.shape[1]))
+        lo = np.floor(np.asarray(xy_min, dtype=np.float64) / self.cell_m).astype(np.int64) - (index.i0, index.j0)
+        hi = np.floor(np.asarray(xy_max, dtype=np.float64) / self.cell_m).astype(np.int64) - (index.i0, index.j0)
+        lo = np.maximum(lo, 0)
+        hi = np.minimum(hi, (index.n_i - 1, index.n_j - 1))
+        if np.any(hi < lo):
+            return np.zeros((0, points.shape[1]))
+        rows = np.arange(lo[0], hi[0] + 1) * index.n_j
+        starts = np.searchsorted(index.keys, rows + lo[1], side="left")
+        ends = np.searchsorted(index.keys, rows + hi[1], side="right")
+        picked = np.concatenate([index.order[a:b] for a, b in zip(starts, ends, strict=True)])
+        return points[picked].astype(np.float64)
+
+
+def _build_index(points: np.ndarray, cell_m: float) -> _GridIndex:
+    if points.shape[0] == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return _GridIndex(empty, empty, 0, 0, 1, 1)
+    cells = np.floor(points[:, :2].astype(np.float64) / cell_m).astype(np.int64)
+    i0, j0 = cells.min(axis=0)
+    n_i, n_j = cells.max(axis=0) - (i0, j0) + 1
+    keys = (cells[:, 0] - i0) * n_j + (cells[:, 1] - j0)
+    order = np.argsort(keys)
+    return _GridIndex(keys[order], order, int(i0), int(j0), int(n_i), int(n_j))
