@@ -15,7 +15,7 @@ from autolabel.categories import Category
 from autolabel.datasets.model import FrameLabels
 from autolabel.store import BoxStage, ClipLabels, TrackLabels
 from calibration import EGO_FRAME, SE3, WORLD_FRAME, Boxes3D, InputError
-from tracking import frames_of_tracks
+from tracking import RefinedTrack, frames_of_tracks
 
 
 class TrackLike(Protocol):
@@ -36,9 +36,13 @@ def category_of(label: str) -> Category:
 
 
 def track_labels(tracks: Sequence[TrackLike]) -> list[TrackLabels]:
-    """The store's input: one :class:`TrackLabels` per track (classes outside the taxonomy become OTHER)."""
+    """The store's input: one :class:`TrackLabels` per track (classes outside the taxonomy become OTHER).
+
+    Refined tracks also pass their per-box confidences, static flag and one size.
+    """
     out = []
     for t in tracks:
+        refined = isinstance(t, RefinedTrack)
         out.append(
             TrackLabels(
                 track_key=str(t.track_id),
@@ -48,6 +52,9 @@ def track_labels(tracks: Sequence[TrackLike]) -> list[TrackLabels]:
                 boxes=t.boxes,
                 scores=t.scores,
                 stages=tuple(BoxStage(getattr(s, "value", s)) for s in t.sources),
+                confidences=t.confidences if refined else None,
+                static=bool(t.static) if refined else False,
+                fixed_size_lwh=tuple(float(v) for v in t.size_lwh_m) if refined else None,
             )
         )
     return out
