@@ -29,7 +29,7 @@ from scripts.bench_simulate import replace_section  # noqa: E402
 
 SECTION = "pipeline"
 SCENE = "scene-0061"
-STAGES = ("read", "fusion", "detection", "tracking", "store")
+STAGES = ("read", "fusion", "detection", "tracking", "refinement", "store")
 
 CHILD = """
 import json, resource, sys, time

@@ -39,14 +39,23 @@ def _run_json(capsys: pytest.CaptureFixture, *args: str) -> dict:
 def test_run_stores_labels_that_pass_a_floor_and_reuses_caches(simulated_root, home, capsys) -> None:
     source = ["--nuscenes", str(simulated_root), "--scene", SCENE]
     first = _run_json(capsys, "run", *source, "--device", "cpu", "--json")
-    assert [s["cached"] for s in first["stages"]] == [False, False, False, False, False]
+    assert [s["stage"] for s in first["stages"]] == ["read", "fusion", "detection", "tracking", "refinement", "store"]
+    assert not any(s["cached"] for s in first["stages"])
     assert first["tracks"] > 5 and first["boxes"] >= first["tracks"]
     again = _run_json(capsys, "run", *source, "--device", "cpu", "--json")
     cached = {s["stage"]: s["cached"] for s in again["stages"]}
-    assert cached == {"read": False, "fusion": True, "detection": True, "tracking": True, "store": False}
+    assert cached == {
+        "read": False,
+        "fusion": True,
+        "detection": True,
+        "tracking": True,
+        "refinement": True,
+        "store": False,
+    }
     online = _run_json(capsys, "run", *source, "--device", "cpu", "--mode", "online", "--json")
     cached = {s["stage"]: s["cached"] for s in online["stages"]}
     assert cached["fusion"] and cached["detection"] and not cached["tracking"]
+    assert "refinement" not in cached  # the online baseline is not refined
     assert online["parameters_hash"] != again["parameters_hash"]
 
     metrics = _run_json(capsys, "evaluate", *source, "--json")
