@@ -184,6 +184,27 @@ class ClipArtifacts:
         )
         return cloud, np.concatenate([p["rgb"] for p in parts])
 
+    def world_clouds(self) -> list[np.ndarray]:
+        """Per keyframe its multi-sweep cloud in the world frame, (M, 5) float64 ``x, y, z, intensity, dt_s``.
+
+        Reads each ragged array once (whole-clip consumers, e.g. trajectory refinement), instead of
+        :meth:`keyframe_cloud`'s per-sweep reads.
+        """
+        group = self.root["sweeps"]
+        offsets = group["offsets"][:]
+        world = group["world"][:].astype(np.float64) + np.asarray(group.attrs["world_origin_m"])
+        intensity = group["points"][:, 3]
+        time_offset = group["time_offset_s"][:].astype(np.float64)
+        sweep_times = self.root["sweeps/timestamp_us"][:]
+        key_times = self.root["keyframes/timestamp_us"][:]
+        clouds = []
+        for (start, stop), ref_us in zip(self.root["keyframes/sweep_range"][:], key_times, strict=True):
+            rows = slice(int(offsets[start]), int(offsets[stop]))
+            counts = np.diff(offsets[start : stop + 1])
+            dt = np.repeat((sweep_times[start:stop] - ref_us) / 1e6, counts) + time_offset[rows]
+            clouds.append(np.column_stack([world[rows], intensity[rows], dt]))
+        return clouds
+
     def keyframe_bev(self, frame: int) -> np.ndarray:
         """(C, H, W) float32 raster of one keyframe."""
         return self.root["bev/keyframes"][frame]

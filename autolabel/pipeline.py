@@ -35,6 +35,7 @@ from autolabel.artifacts import ClipArtifacts, artifact_path, open_artifacts
 from autolabel.categories import Category
 from autolabel.datasets.model import Clip, ClipSource
 from autolabel.detect import DETECTORS, Detections3D, DetectorInput
+from autolabel.detect.crosscheck import CameraPose, CrossCheckConfig, cross_check
 from autolabel.fileio import atomic_write_bytes
 from autolabel.fusion_stage import FusionStageConfig, run_fusion_stage
 from autolabel.labels import track_labels
@@ -109,6 +110,7 @@ class PipelineConfig:
         detector: name in :data:`autolabel.detect.DETECTORS`.
         tracker: tracker parameters.
         tracking_mode: offboard (default) or the online baseline.
+        cross_check: rescore every detection by its camera and lidar support (free space, colour, points).
         refine: trajectory refinement against the lidar (``None`` keeps the tracker's boxes; the online
             baseline is never refined).
     """
@@ -117,6 +119,7 @@ class PipelineConfig:
     detector: str = "geometric"
     tracker: TrackerConfig = field(default_factory=lambda: KEYFRAME_TRACKER)
     tracking_mode: TrackingMode = TrackingMode.OFFBOARD
+    cross_check: bool = True
     refine: RefineConfig | None = field(default_factory=RefineConfig)
 
     def __post_init__(self) -> None:
@@ -352,15 +355,10 @@ def _load_tracks(path: Path) -> list[Track] | None:
 def clip_lidar(artifacts: ClipArtifacts, timestamps_us: Sequence[int]) -> ClipLidar:
     """The refinement's view of the fused clip: per keyframe its multi-sweep cloud in the world frame
     (``x, y, z, intensity, dt_s``) and the ego position standing in for the sensor's."""
-    points, sensors = [], []
-    for k in range(artifacts.num_keyframes):
-        cloud, _ = artifacts.keyframe_cloud(k)
-        pose = artifacts.world_SE3_ego(k)
-        world = np.array(cloud, dtype=np.float64)
-        world[:, :3] = pose.transform_points(world[:, :3])
-        points.append(world)
-        sensors.append(pose.translation)
-    return ClipLidar(np.asarray(timestamps_us), tuple(points), np.array(sensors), dt_column=4)
+    sensors = [artifacts.world_SE3_ego(k).translation for k in range(artifacts.num_keyframes)]
+    return ClipLidar(
+        np.asarray(timestamps_us), tuple(artifacts.world_clouds()), np.array(sensors), dt_column=4, cell_m=2.0
+    )
 
 
 # ------------------------------------------------------------------------------------------ stages
@@ -416,18 +414,34 @@ def detection_output(
     progress: Progress | None = None,
 ) -> StageOutput:
     """Per keyframe the detector's :class:`Detections3D` (ego frame), made unless cached."""
-    key = content_hash("detection", fusion_key, config.detector, _detector_config(config), code_version())
+    key = content_hash(
+        "detection", fusion_key, config.detector, _detector_config(config), config.cross_check, code_version()
+    )
     path = Path(home) / "cache" / "detections" / f"{key}.npz"
     detections = _load_detections(path)
     if detections is not None:
         return StageOutput(detections, key, True)
     detector = DETECTORS[config.detector]()
+    check = None
+    if config.cross_check:
+        lidar = next(iter(clip.rig.lidars.values()), None)
+        sensor = tuple(lidar.ego_SE3_lidar.translation) if lidar is not None else CrossCheckConfig().sensor_xyz_m
+        check = CrossCheckConfig(sensor_xyz_m=sensor)
     detections = []
     for k, frame in enumerate(clip.frames):
         if progress is not None:
             progress(Stage.DETECTION.value, k, len(clip))
         cloud, rgb = artifacts.keyframe_cloud(k)
-        detections.append(detector.detect(DetectorInput(cloud, frame.timestamp_us, rgb)))
+        found = detector.detect(DetectorInput(cloud, frame.timestamp_us, rgb))
+        if check is not None and len(found):
+            # Camera poses at each exposure relative to the keyframe, when the dataset's poses are the ones used.
+            same_poses = clip.has_poses and not config.fusion.recompute_poses
+            cameras = [
+                CameraPose.from_image(image, frame.world_SE3_ego) if same_poses else CameraPose.from_rig(image.camera)
+                for image in frame.cameras.values()
+            ]
+            found = cross_check(found, cloud, rgb, cameras, check).rescored(found)
+        detections.append(found)
     _save_detections(path, detections)
     return StageOutput(detections, key, False)
 

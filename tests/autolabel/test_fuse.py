@@ -134,6 +134,10 @@ def test_artifacts_round_trip_one_frame(sim_clip, fused, tmp_path: Path) -> None
     assert (cloud[:, 4] <= 0.03).all() and cloud[:, 4].min() < -0.4  # time column: older sweeps negative
     with pytest.raises(InputError, match="out of range"):
         artifacts.keyframe_cloud(99)
+    world = artifacts.world_clouds()  # the whole-clip reader gives the same clouds in the world frame
+    assert len(world) == len(sim_clip)
+    np.testing.assert_allclose(world[2][:, :3], np.concatenate(fused.sweep_world[start:stop]), atol=1e-4)
+    np.testing.assert_allclose(world[2][:, 3:], cloud[:, 3:], atol=1e-6)
 
 
 def test_interrupted_write_leaves_nothing_that_loads(sim_clip, fused, tmp_path: Path, monkeypatch) -> None:
