@@ -17,7 +17,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,6 +157,30 @@ def shadow_dataroot(dataroot: Path, version: str, scenes: Sequence[str], workdir
     return shadow
 
 
+@dataclass(frozen=True)
+class _DevkitRun:
+    """Where one devkit evaluation of a clip runs: the shadow dataroot, the results file, an output folder."""
+
+    version: str
+    dataroot: Path
+    results: Path
+    output: Path
+
+
+@contextlib.contextmanager
+def _devkit_run(clip: Clip, results: dict[str, Any]) -> Iterator[_DevkitRun]:
+    """A temporary shadow dataroot of the clip with ``results`` written beside it; devkit prints silenced."""
+    version = _nuscenes_version(clip)
+    with tempfile.TemporaryDirectory(prefix="autolabel-eval-") as tmp:
+        work = Path(tmp)
+        run = _DevkitRun(
+            version, shadow_dataroot(clip.root, version, [clip.name], work), work / "results.json", work / "out"
+        )
+        write_results(run.results, results)
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield run
+
+
 def nuscenes_detection_metrics(clip: Clip, labels_per_frame: Sequence[FrameLabels]) -> dict[str, Any]:
     """The devkit's ``DetectionEval`` on the clip's keyframes: mAP, NDS, per-class AP and TP errors."""
     from nuscenes import NuScenes
@@ -166,17 +190,11 @@ def nuscenes_detection_metrics(clip: Clip, labels_per_frame: Sequence[FrameLabel
     _check_nuscenes(clip, labels_per_frame)
     if not any(c is not Category.OTHER for labels in labels_per_frame for c in labels.categories):
         return {"mAP": 0.0, "NDS": 0.0, "per_class_AP": {}, "tp_errors": {}, "note": "no labels to score"}
-    version = _nuscenes_version(clip)
-    with tempfile.TemporaryDirectory(prefix="autolabel-eval-") as tmp:
-        root = shadow_dataroot(clip.root, version, [clip.name], Path(tmp))
-        result_path = Path(tmp) / "detections.json"
-        write_results(result_path, detection_results(clip, labels_per_frame))
-        with contextlib.redirect_stdout(io.StringIO()):
-            nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
-            evaluator = DetectionEval(
-                nusc, config_factory(DETECTION_CONFIG), str(result_path), CUSTOM_SPLIT, str(Path(tmp) / "det"), False
-            )
-            metrics, _ = evaluator.evaluate()
+    with _devkit_run(clip, detection_results(clip, labels_per_frame)) as run:
+        nusc = NuScenes(version=run.version, dataroot=str(run.dataroot), verbose=False)
+        config = config_factory(DETECTION_CONFIG)
+        evaluator = DetectionEval(nusc, config, str(run.results), CUSTOM_SPLIT, str(run.output), False)
+        metrics, _ = evaluator.evaluate()
     summary = metrics.serialize()
     return {
         "mAP": summary["mean_ap"],
@@ -194,22 +212,12 @@ def nuscenes_tracking_metrics(clip: Clip, labels_per_frame: Sequence[FrameLabels
     _check_nuscenes(clip, labels_per_frame)
     if not any(c in TRACKING_CATEGORIES for labels in labels_per_frame for c in labels.categories):
         return {"amota": 0.0, "amotp": float("nan"), "ids": 0, "per_class_amota": {}, "note": "no tracks to score"}
-    version = _nuscenes_version(clip)
-    with tempfile.TemporaryDirectory(prefix="autolabel-eval-") as tmp:
-        root = shadow_dataroot(clip.root, version, [clip.name], Path(tmp))
-        result_path = Path(tmp) / "tracks.json"
-        write_results(result_path, tracking_results(clip, labels_per_frame))
-        with contextlib.redirect_stdout(io.StringIO()):
-            evaluator = TrackingEval(
-                config_factory(TRACKING_CONFIG),
-                str(result_path),
-                CUSTOM_SPLIT,
-                str(Path(tmp) / "track"),
-                version,
-                str(root),
-                verbose=False,
-            )
-            summary = evaluator.main(render_curves=False)
+    with _devkit_run(clip, tracking_results(clip, labels_per_frame)) as run:
+        config = config_factory(TRACKING_CONFIG)
+        evaluator = TrackingEval(
+            config, str(run.results), CUSTOM_SPLIT, str(run.output), run.version, str(run.dataroot), verbose=False
+        )
+        summary = evaluator.main(render_curves=False)
     keys = ("amota", "amotp", "mota", "motp", "ids", "frag", "recall", "tp", "fp", "fn")
     return {
         **{key: summary[key] for key in keys if key in summary},
