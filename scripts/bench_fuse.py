@@ -39,12 +39,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--data", type=Path, default=None, help="an existing simulated dataroot (scene-0061)")
     args = parser.parse_args()
     device = torch.device("cpu")
     torch.set_num_threads(1)
     config = FuseConfig()
     with tempfile.TemporaryDirectory() as tmp:
-        root = simulate_dataroot(Path(tmp) / "ds", SimConfig(seconds=args.seconds, seed=0)).dataroot
+        root = args.data or simulate_dataroot(Path(tmp) / "ds", SimConfig(seconds=args.seconds, seed=0)).dataroot
         clip = load_nuscenes_clip(root, "scene-0061")
         sweeps = [s for f in clip.frames for s in f.sweeps]
         track = PoseTrack.from_poses([s.timestamp_us for s in sweeps], [s.world_SE3_ego for s in sweeps])
