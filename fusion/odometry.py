@@ -263,7 +263,7 @@ def _crop(points_ego: np.ndarray, config: OdometryConfig) -> np.ndarray:
     return keep
 
 
-def _cloud(xyz: np.ndarray) -> o3d.geometry.PointCloud:
+def open3d_cloud(xyz: np.ndarray) -> o3d.geometry.PointCloud:
     cloud = o3d.geometry.PointCloud()
     cloud.points = o3d.utility.Vector3dVector(np.ascontiguousarray(xyz, dtype=np.float64))
     return cloud
@@ -273,10 +273,10 @@ def _downsample(xyz: np.ndarray, voxel_m: float) -> np.ndarray:
     """(M, 3) voxel centroids of (N, 3) points."""
     if len(xyz) == 0:
         return np.zeros((0, 3))
-    return np.asarray(_cloud(xyz).voxel_down_sample(voxel_m).points)
+    return np.asarray(open3d_cloud(xyz).voxel_down_sample(voxel_m).points)
 
 
-def _surface_normals(cloud: o3d.geometry.PointCloud, config: OdometryConfig) -> tuple[np.ndarray, np.ndarray]:
+def surface_normals(cloud: o3d.geometry.PointCloud, config: OdometryConfig) -> tuple[np.ndarray, np.ndarray]:
     """Which points of ``cloud`` lie on a surface, and its normal there.
 
     A neighbourhood that is (nearly) a line has no well-defined normal: one far ground ring, or two
@@ -308,7 +308,7 @@ def scan_observability(xyz_ego: np.ndarray, config: OdometryConfig) -> float:
     Args:
         xyz_ego: (N, 3) (downsampled) scan points in the ego frame.
     """
-    mask, normals = _surface_normals(_cloud(xyz_ego), config)
+    mask, normals = surface_normals(open3d_cloud(xyz_ego), config)
     if mask.sum() < 6:
         return 0.0
     n = normals[mask]
@@ -341,9 +341,9 @@ class _LocalMap:
                 for pose, xyz in self.keyframes
                 if np.linalg.norm(pose.translation - centre) <= self.config.map_radius_m
             ] or [self.keyframes[-1][1]]
-            cloud = _cloud(np.concatenate(near)).voxel_down_sample(self.config.map_voxel_size_m)
-            mask, normals = _surface_normals(cloud, self.config)
-            target = _cloud(np.asarray(cloud.points)[mask])
+            cloud = open3d_cloud(np.concatenate(near)).voxel_down_sample(self.config.map_voxel_size_m)
+            mask, normals = surface_normals(cloud, self.config)
+            target = open3d_cloud(np.asarray(cloud.points)[mask])
             target.normals = o3d.utility.Vector3dVector(np.ascontiguousarray(normals[mask]))
             self._target, self._centre = target, centre
         return self._target
@@ -357,7 +357,7 @@ class _Step:
     rmse_m: float
 
 
-def _register(
+def register_point_to_plane(
     source_ego: np.ndarray,
     target: o3d.geometry.PointCloud,
     init: SE3,
@@ -367,7 +367,7 @@ def _register(
     """Point-to-plane ICP of ``source_ego`` (M, 3) against the map from ``init``, one run per distance."""
     if len(source_ego) < 6 or len(target.points) < 6:
         return _Step(init, 0.0, np.inf)
-    source = _cloud(source_ego)
+    source = open3d_cloud(source_ego)
     transform = init.as_matrix()
     criteria = _REG.ICPConvergenceCriteria(
         relative_fitness=1e-7, relative_rmse=1e-7, max_iteration=config.icp_iterations
@@ -396,7 +396,7 @@ def _register(
     return _Step(pose, float(result.fitness), float(np.sqrt(np.mean(residual**2))))
 
 
-def _rotation_deg(pose: SE3) -> float:
+def rotation_angle_deg(pose: SE3) -> float:
     return float(np.degrees(np.linalg.norm(Rotation.from_matrix(pose.rotation).as_rotvec())))
 
 
@@ -415,7 +415,7 @@ def _problems(
         problems.append(f"observability {observability:.4f} < {config.min_observability:.4f}")
     if prior is not None:
         correction = prior.inverse() @ step.world_SE3_ego
-        moved_m, turned_deg = float(np.linalg.norm(correction.translation)), _rotation_deg(correction)
+        moved_m, turned_deg = float(np.linalg.norm(correction.translation)), rotation_angle_deg(correction)
         if moved_m > config.max_correction_m or turned_deg > config.max_correction_deg:
             problems.append(f"ICP moved {moved_m:.2f} m / {turned_deg:.1f} deg away from the motion prior")
     return problems
@@ -496,12 +496,12 @@ def estimate_odometry(
         target = local_map.target(prior)
         xyz = prepared(k, velocity)
         if motion_known:
-            step = _register(xyz, target, prior, config.max_correspondence_m, config)
+            step = register_point_to_plane(xyz, target, prior, config.max_correspondence_m, config)
         else:
             # No motion yet: try several forward/backward offsets with a wider first stage, keep the best fit.
             stages = (config.initial_correspondence_m, *config.max_correspondence_m)
             guesses = [prior @ SE3(np.eye(3), (dx, 0.0, 0.0)) for dx in config.initial_guesses_m or (0.0,)]
-            steps = [_register(xyz, target, guess, stages, config) for guess in guesses]
+            steps = [register_point_to_plane(xyz, target, guess, stages, config) for guess in guesses]
             step = max(steps, key=lambda candidate: candidate.fitness)  # first of equals: deterministic
         # De-skew again with the motion just estimated; the very first step also re-de-skews scan 0,
         # which had no motion estimate at all.
@@ -513,7 +513,7 @@ def estimate_odometry(
                 local_map.add(poses[0], prepared(0, velocity_k))
                 target = local_map.target(prior)
             xyz = prepared(k, velocity_k)
-            step = _register(xyz, target, step.world_SE3_ego, config.max_correspondence_m, config)
+            step = register_point_to_plane(xyz, target, step.world_SE3_ego, config.max_correspondence_m, config)
         observability[k] = scan_observability(xyz, config)
         fitness[k], rmse[k] = step.fitness, step.rmse_m
         problems = _problems(step, prior if motion_known else None, len(xyz), observability[k], config)
@@ -525,7 +525,7 @@ def estimate_odometry(
             velocity, motion_known = _Velocity.from_motion(poses[-2].inverse() @ poses[-1], dt_s), True
             moved = local_map.last_keyframe_pose().inverse() @ poses[-1]
             if np.linalg.norm(moved.translation) >= config.keyframe_distance_m or (
-                _rotation_deg(moved) >= config.keyframe_angle_deg
+                rotation_angle_deg(moved) >= config.keyframe_angle_deg
             ):
                 local_map.add(poses[-1], xyz)
         step_time[k] = time.perf_counter() - start
