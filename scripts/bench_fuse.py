@@ -8,6 +8,7 @@ Per-keyframe figures use decoded images (decoding is reported separately); media
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -84,10 +85,12 @@ def main() -> int:
             fuse_clip(clip, device, config)
             whole.append(time.perf_counter() - start)
         points = int(np.mean([s.num_points for s in sweeps]))
+    load = os.getloadavg()[0]
     body = (
         f"## Fusion: {args.seconds:g} s simulated urban clip ({len(clip)} keyframes, {len(sweeps)} sweeps, "
         f"{points:,} points per sweep, 6 cameras), CPU, torch single-threaded\n\n"
-        f"Command: `python scripts/bench_fuse.py --seconds {args.seconds:g} --runs {args.runs}`\n\n"
+        f"Command: `python scripts/bench_fuse.py --seconds {args.seconds:g} --runs {args.runs}`<br>\n"
+        f"1-minute load average at the end: {load:.1f} on 2 cores (other work was running when it is above 1)\n\n"
         "| step (one keyframe, 10 sweeps) | median |\n|---|---|\n"
         f"| read 10 sweeps | {ms(read)} |\n| de-skew to world | {ms(deskew)} |\n"
         f"| decode 6 JPEG images | {ms(decode)} |\n| paint | {ms(painting)} |\n"

@@ -110,7 +110,8 @@ def main() -> int:
     body = f"""## Pipeline: one {args.seconds:g} s simulated urban clip, cold (no stage cache), CPU
 
 Command: `{command}`<br>
-Machine: {platform.machine()}, {cpus} CPUs, Python {platform.python_version()}
+Machine: {platform.machine()}, {cpus} CPUs, Python {platform.python_version()};
+1-minute load average at the end: {os.getloadavg()[0]:.1f} (other work was running when it is above 1)
 
 {first["frames"]} keyframes, {first["detections"]} detections, {first["tracks"]} tracks, {first["boxes"]} stored boxes.
 
