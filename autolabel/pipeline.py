@@ -483,7 +483,10 @@ def refinement_output(
     if refined is not None:
         return StageOutput(refined, key, True)
     lidar = clip_lidar(artifacts, [f.timestamp_us for f in clip.frames])
-    _save_tracks(path, refine_tracks(tracks, lidar, config.refine))
+    refine = config.refine
+    if len(clip) < refine.min_detections:  # a clip shorter than the minimum track keeps clip-long tracks
+        refine = dataclasses.replace(refine, min_detections=max(1, len(clip)))
+    _save_tracks(path, refine_tracks(tracks, lidar, refine))
     return StageOutput(_load_tracks(path), key, False)
 
 
