@@ -34,6 +34,7 @@ from enum import Enum
 import numba
 import numpy as np
 
+LOW_EDGE_M = 0.1  # half width of the soft edge between a cluster's lower and upper half
 # nuScenes' LIDAR_TOP (and the simulator's) in the ego frame: 0.94 m ahead of the rear axle, 1.84 m up.
 LIDAR_XYZ_M: tuple[float, float, float] = (0.943, 0.0, 1.84)
 
@@ -86,8 +87,9 @@ class ClusterFits:
         mean_height: mean point height above ground.
         velocity: (K, 2) m/s from the smear; NaN without enough spread of capture times.
         quality: fraction of the fitted points within ``edge_tolerance_m`` of the L's two edges.
-        low_fraction: fraction of points in the lower half of the cluster's height (height profile: a
-            vehicle's sides reach down to the ground, a tree crown's do not).
+        low_fraction: fraction of points in the lower half of the cluster's height, with a soft edge of
+            ``LOW_EDGE_M`` either side of the half (height profile: a vehicle's sides reach down to the ground, a
+            tree crown's do not).
         top_elevation_rad: highest elevation angle of a point seen from the sensor (near the top beam the
             object may be taller than seen).
         bottom_elevation_rad: lowest elevation angle of a point seen from the sensor.
@@ -355,10 +357,12 @@ def _fit_all(
         my /= m
         mt /= m
         vtt = vxt = vyt = 0.0
-        low = 0
+        low = 0.0
         for j in range(a, b):
             i = order[j]
-            low += heights[i] < 0.5 * hmax
+            # Soft edge (LOW_EDGE_M either side of half the height): a sparse cluster's returns come in beam rows,
+            # and one row right at half height must not flip the fraction between all and nothing.
+            low += min(max((0.5 * hmax + LOW_EDGE_M - heights[i]) / (2.0 * LOW_EDGE_M), 0.0), 1.0)
             dt = pts[i, 4] - mt
             vtt += dt * dt
             vxt += (pts[i, 0] - mx) * dt

@@ -1,11 +1,14 @@
-"""The built-in geometric lidar detector: no learned weights, one keyframe cloud in, classified boxes out.
+"""The built-in geometric lidar detector: one keyframe cloud in, classified and scored boxes out.
 
 Stages (each timed, see :class:`GeometricResult`)::
 
     ground      grid of local planes on the dense lower envelope -> height above ground per point
     candidates  min_height_m < height < max_height_m, inside max_range_m, outside the ego's own box
     cluster     BEV grid connected components (numba; open3d DBSCAN as the alternative)
-    fit         per cluster: smear velocity, motion-corrected L-shape orientation, tight extents
+    fit         per cluster: smear velocity, motion-corrected L-shape orientation, tight extents; a fast cluster
+                whose motion-corrected points fall apart is split (vehicles following each other in a lane
+                smear into one cluster); clusters longer than max_cluster_length_m are dropped unless they stand
+                as high as a barrier (barrier chains run on for tens of metres)
     chain       a fast object seen end-on leaves one cluster per sweep (1.35 m apart at 27 m/s and 20 Hz);
                 such one-sweep fragments are chained newest to oldest by constant-velocity nearest neighbour
                 and kept as one cluster where the motion-corrected fit is as compact as a fragment; old
@@ -13,10 +16,14 @@ Stages (each timed, see :class:`GeometricResult`)::
     merge       clusters seen only above something nearer (a car behind a car) count as standing on the ground;
                 pairs of vehicle parts whose merged fit is a more plausible vehicle and whose gap lies in the
                 shadow of something nearer to the sensor (an occluder cut them apart) become one cluster
-    split       too-wide pedestrian-height clusters -> k-means into pedestrians; long low thin clusters ->
-                rows of barriers
-    classify    class by size priors and motion, completion to the class size away from the sensor,
-                heading from motion, score
+    split       too-wide pedestrian-height clusters -> k-means into pedestrians; low thin rows of any length ->
+                barriers about barrier_spacing_m long (cut at gaps first); still two-wheeler-sized racks ->
+                bicycles side by side
+    classify    class by size priors and motion (:mod:`autolabel.detect.classify`), overruled by the learned class
+                model where it is sure (:mod:`autolabel.detect.learned`); completion to the class size away
+                from the sensor, heading from motion; score: the learned P(true positive) (hand-set without a
+                model or for clouds of few sweeps); non-maximum suppression on footprints and on points inside
+                a better box
 
 Boxes come out in the ego frame with velocity (m/s over ground, ego axes; NaN when the cloud has a single
 sweep).
@@ -30,6 +37,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -45,11 +53,20 @@ from autolabel.detect.classify import (
     ClassifyConfig,
     classify,
     complete_boxes,
-    scores,
     size_likelihoods,
 )
-from autolabel.detect.cluster import ClusterConfig, cluster_points, group_by_label
+from autolabel.detect.cluster import ClusterConfig, cluster_points, grid_clusters, group_by_label
 from autolabel.detect.ground import GroundConfig, GroundModel, estimate_ground
+from autolabel.detect.learned import (
+    MODEL_PATH,
+    SCORE_FEATURES,
+    class_features,
+    hand_probabilities,
+    learned_classification,
+    load_model,
+    plausibilities,
+    score_features,
+)
 from calibration import EGO_FRAME, Boxes3D, iou_bev
 
 MERGE_SAMPLE_POINTS = 4000  # merge candidates are judged on an even subsample of this many points
@@ -76,14 +93,36 @@ class GeometricConfig:
         max_group_size: most pedestrians one cluster is split into.
         barrier_spacing_m: a long, low, thin cluster is split into barriers about this long.
         max_barrier_row_m: longer low thin clusters are walls, not rows of barriers.
+        row_height_tolerance_m: clusters standing this close to a barrier's height are tried as rows of barriers
+            (and kept when longer than ``max_cluster_length_m``: barrier chains run on for tens of metres).
+        max_row_thickness_m: a row of barriers is no thicker than this across its axis.
+        row_gap_m: a row is cut where its points leave a gap longer than this along its axis.
+        max_rack_size: most two-wheelers one cluster is split into (parked side by side in a rack).
+        rack_spacing_m: about how far apart two-wheelers stand in a rack.
+        smear_split_speed_mps: clusters moving faster than this are checked for several objects' smears.
+        smear_link_m: link distance of the re-clustering of their motion-corrected points.
+        max_smear_length_m: longer clusters (after motion correction) are not checked (walls).
+        smear_min_points: a part of a smear split holds at least this many points (a motorcycle entering the
+            view behind a near car may hold under one percent of their cluster's points).
         sweep_period_s: time between sweeps (the number of sweeps in a cloud is its dt_s span over this).
         max_speed_mps: fastest object the fragment chaining links.
         max_fragment_age_s: unchained one-sweep fragments captured longer ago than this are dropped.
         chain_tolerance_m: a fragment joins a chain within this distance of its constant-velocity prediction
             (and, for the chain's second fragment, with a shape within this of the first's).
+        learned: classify and score with the learned models (:mod:`autolabel.detect.learned`) where trained;
+            False: the hand-set rules of :mod:`autolabel.detect.classify`.
+        learned_model: path of the learned models' file ("": :data:`autolabel.detect.learned.MODEL_PATH`).
+        learned_min_sweeps: clouds of fewer sweeps are classified and scored by the hand-set rules (the learned
+            models were trained on 10-sweep clouds; a single sweep is far sparser).
+        min_class_probability: with the learned class model, clusters whose class is less probable than this are
+            no objects.
+        confident_class_probability: the learned class model overrules the hand rules' class where its most
+            probable class is at least this probable.
         min_score: detections scoring lower are dropped.
         max_overlap: a detection whose footprint lies more than this fraction (of the smaller footprint) inside a
             higher-scoring one is dropped (fragments of a far object completed into a second box).
+        max_contained: a detection with more than this share of its points inside a higher-scoring box (grown by
+            ``contained_margin_m``) is dropped (a piece of an object the better box covers).
     """
 
     max_range_m: float = 60.0
@@ -100,13 +139,29 @@ class GeometricConfig:
     pedestrian_max_length_m: float = 1.05
     max_group_size: int = 4
     barrier_spacing_m: float = 2.6
-    max_barrier_row_m: float = 16.0
+    max_barrier_row_m: float = 120.0
+    row_height_tolerance_m: float = 0.35
+    max_row_thickness_m: float = 1.0
+    row_gap_m: float = 1.0
+    max_rack_size: int = 5
+    rack_spacing_m: float = 0.8
+    smear_split_speed_mps: float = 3.0
+    smear_link_m: float = 0.8
+    max_smear_length_m: float = 40.0
+    smear_min_points: int = 20
     sweep_period_s: float = 0.05
     max_speed_mps: float = 45.0
     chain_tolerance_m: float = 0.6
     max_fragment_age_s: float = 0.1
+    learned: bool = True
+    learned_model: str = ""
+    learned_min_sweeps: int = 5
+    min_class_probability: float = 0.05
+    confident_class_probability: float = 0.7
     min_score: float = 0.02
     max_overlap: float = 0.3
+    max_contained: float = 0.5
+    contained_margin_m: float = 0.3
     ground: GroundConfig = field(default_factory=GroundConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     fit: FitConfig = field(default_factory=FitConfig)
@@ -121,6 +176,7 @@ class GeometricConfig:
         base = cls(**changes)
         return replace(
             base,
+            ground=replace(base.ground, sensor_xyz_m=tuple(sensor_xyz_m)),
             fit=replace(base.fit, sensor_xyz_m=tuple(sensor_xyz_m)),
             classify=replace(
                 base.classify,
@@ -143,6 +199,11 @@ class GeometricResult:
         labels: (M,) int32 cluster of each candidate point before merging and splitting (-1 noise).
         members: per detection, the indices (into the input points) of its points.
         fits: per detection, the cluster's fitted box and features before classification.
+        score_features: (K, F) per detection, the features its score is computed from
+            (:data:`autolabel.detect.learned.SCORE_FEATURES`).
+        clusters: all J clusters that reached classification (objects or not), their fits.
+        cluster_members: per cluster, the indices into ``candidates`` of its points.
+        class_features: (J, G) the clusters' class-model features (:data:`autolabel.detect.learned.CLASS_FEATURES`).
         stage_ms: wall time per stage in milliseconds (keys: :data:`STAGES`).
     """
 
@@ -153,6 +214,10 @@ class GeometricResult:
     labels: np.ndarray
     members: tuple[np.ndarray, ...]
     fits: ClusterFits
+    score_features: np.ndarray
+    clusters: ClusterFits
+    cluster_members: tuple[np.ndarray, ...]
+    class_features: np.ndarray
     stage_ms: dict[str, float]
 
 
@@ -199,8 +264,14 @@ def detect_geometric(frame: DetectorInput, config: GeometricConfig = GeometricCo
         order, offsets = group_by_label(labels, num)
     with timer.stage("fit"):
         fits = fit_clusters(sub, sub_h, order, offsets, config.fit)
-        keep = np.flatnonzero((fits.length <= config.max_cluster_length_m) & (fits.height < config.max_height_m - 0.05))
-        members = [order[offsets[k] : offsets[k + 1]] for k in keep]
+        members = [order[offsets[k] : offsets[k + 1]] for k in range(len(fits))]
+        members, fits = split_smears(sub, sub_h, members, fits, config)
+        barrier_h = CLASS_PRIORS[Category.BARRIER].size_lwh_m[2]
+        low_row = np.abs(fits.height - barrier_h) < config.row_height_tolerance_m  # may be a barrier chain
+        keep = np.flatnonzero(
+            ((fits.length <= config.max_cluster_length_m) | low_row) & (fits.height < config.max_height_m - 0.05)
+        )
+        members = [members[k] for k in keep]
         fits = fits.take(keep)
     with timer.stage("chain"):
         members, fits = chain_fragments(sub, sub_h, members, fits, config)
@@ -216,18 +287,41 @@ def detect_geometric(frame: DetectorInput, config: GeometricConfig = GeometricCo
         members, fits = merge_vehicle_parts(sub, sub_h, members, fits, ring, config)
     with timer.stage("split"):
         members, fits = split_groups(sub, sub_h, members, fits, config)
+        if np.any(fits.length > config.max_cluster_length_m):  # long low clusters that were no barrier rows
+            keep = np.flatnonzero(fits.length <= config.max_cluster_length_m)
+            members, fits = [members[k] for k in keep], fits.take(keep)
     with timer.stage("classify"):
         fits = ends_occluded(fits, ring, config)
-        span = float(points[:, 4].max() - points[:, 4].min()) if len(points) else 0.0
-        sweeps = max(1.0, round(span / config.sweep_period_s))
-        result = classify(fits, config.classify)
+        sweeps = cloud_sweeps(points, config.sweep_period_s)
+        learned = config.learned and sweeps >= config.learned_min_sweeps
+        model = load_model(Path(config.learned_model or MODEL_PATH)) if learned else None
+        plaus = plausibilities(fits, config.classify)
+        class_inputs = class_features(fits, plaus, sweeps, config.classify)
+        if model is not None and model.classes is not None:
+            proba = model.classes.predict_proba(class_inputs)
+            hand = classify(fits, config.classify)
+            result = learned_classification(
+                plaus, proba, hand, config.min_class_probability, config.confident_class_probability
+            )
+            class_p, none_p = proba[np.arange(len(fits)), np.maximum(result.label, 0)], proba[:, -1]
+        else:
+            result = classify(fits, config.classify)
+            class_p, none_p = hand_probabilities(result)
         ground_z = ground.z_at(fits.centre) if len(fits) else np.zeros(0)
         boxes = complete_boxes(fits, result, ground_z, config.classify)
-        score = scores(fits, result, sweeps, config.classify)
+        features = score_features(fits, result, boxes, sweeps, class_p, none_p, config.classify)
+        if model is not None and model.scores is not None and len(fits):
+            score = model.scores.predict(features, np.maximum(result.label, 0))
+        else:
+            score = features[:, SCORE_FEATURES.index("hand_score")]
+        score = np.where(result.label >= 0, score, 0.0)
         in_range = np.hypot(boxes[:, 0], boxes[:, 1]) <= config.max_range_m
         chosen = np.flatnonzero((result.label >= 0) & (score >= config.min_score) & in_range)
         chosen = chosen[np.argsort(-score[chosen], kind="stable")]
         chosen = chosen[suppress_overlaps(boxes[chosen], config.max_overlap)]
+        chosen = chosen[
+            suppress_contained(sub, [members[i] for i in chosen], boxes[chosen], fits.velocity[chosen], config)
+        ]
         velocity = fits.velocity[chosen]
         detections = Detections3D(
             Boxes3D(boxes[chosen], EGO_FRAME, velocity),
@@ -242,8 +336,18 @@ def detect_geometric(frame: DetectorInput, config: GeometricConfig = GeometricCo
         labels=labels,
         members=tuple(candidates[members[i]] for i in chosen),
         fits=fits.take(chosen),
+        score_features=features[chosen],
+        clusters=fits,
+        cluster_members=tuple(members),
+        class_features=class_inputs,
         stage_ms=timer.ms,
     )
+
+
+def cloud_sweeps(points: np.ndarray, sweep_period_s: float) -> float:
+    """How many sweeps an (N, 5) cloud holds: its ``dt_s`` span over the sweep period (at least 1)."""
+    span = float(points[:, 4].max() - points[:, 4].min()) if len(points) else 0.0
+    return max(1.0, round(span / sweep_period_s))
 
 
 def suppress_overlaps(boxes: np.ndarray, max_overlap: float) -> np.ndarray:
@@ -251,16 +355,98 @@ def suppress_overlaps(boxes: np.ndarray, max_overlap: float) -> np.ndarray:
     intersection over the smaller footprint."""
     if len(boxes) < 2:
         return np.arange(len(boxes))
-    bev = Boxes3D(boxes, EGO_FRAME)
-    iou = iou_bev(bev, bev)
-    area = boxes[:, 3] * boxes[:, 4]
-    inter = iou * (area[:, None] + area[None, :]) / (1.0 + iou)
-    overlap = inter / np.maximum(np.minimum(area[:, None], area[None, :]), 1e-9)
+    # Only boxes whose circumcircles meet can overlap: the exact intersections are computed among those alone.
+    reach = np.hypot(boxes[:, 3], boxes[:, 4]) / 2
+    gap = np.hypot(*(boxes[:, None, :2] - boxes[None, :, :2]).transpose(2, 0, 1)) - reach[:, None] - reach[None, :]
+    near = gap < 0
+    np.fill_diagonal(near, False)
+    touching = np.flatnonzero(near.any(axis=1))
+    overlap = np.zeros((len(boxes), len(boxes)))
+    if len(touching):
+        sub = boxes[touching]
+        bev = Boxes3D(sub, EGO_FRAME)
+        iou = iou_bev(bev, bev)
+        area = sub[:, 3] * sub[:, 4]
+        inter = iou * (area[:, None] + area[None, :]) / (1.0 + iou)
+        overlap[np.ix_(touching, touching)] = inter / np.maximum(np.minimum(area[:, None], area[None, :]), 1e-9)
     keep: list[int] = []
     for i in range(len(boxes)):
-        if all(overlap[i, j] <= max_overlap for j in keep):
+        if not near[i].any() or all(overlap[i, j] <= max_overlap for j in keep):
             keep.append(i)
     return np.array(keep, dtype=np.int64)
+
+
+def suppress_contained(
+    points: np.ndarray, members: list[np.ndarray], boxes: np.ndarray, velocity: np.ndarray, config: GeometricConfig
+) -> np.ndarray:
+    """Indices of the (K, 7) boxes (sorted best first) kept when detections whose points lie mostly
+    (``max_contained``) inside a better box (grown by ``contained_margin_m``) are dropped: a piece of an object
+    that the best box already covers (the far side of a car seen through a gap) completed into a second box.
+
+    Args:
+        points: (N, 5) candidate points; members: per box the indices of its points; velocity: (K, 2) m/s (NaN
+            unknown): points are moved to the keyframe time first.
+    """
+    if len(boxes) < 2:
+        return np.arange(len(boxes))
+    samples = [m[:: max(1, len(m) // 200)] for m in members]  # an even subsample suffices for a share
+    offsets = np.concatenate([[0], np.cumsum([len(m) for m in samples])]).astype(np.int64)
+    keep = _contained_keep(
+        np.asarray(points),
+        np.concatenate(samples).astype(np.int64),
+        offsets,
+        np.ascontiguousarray(boxes, dtype=np.float64),
+        np.nan_to_num(np.asarray(velocity, dtype=np.float64)),
+        config.max_contained,
+        config.contained_margin_m,
+    )
+    return np.flatnonzero(keep)
+
+
+# ------------------------------------------------------------------------------------------------ smears
+def split_smears(
+    points: np.ndarray, heights: np.ndarray, members: list[np.ndarray], fits: ClusterFits, config: GeometricConfig
+) -> tuple[list[np.ndarray], ClusterFits]:
+    """Split clusters made of several moving objects whose smears overlap.
+
+    Over the 0.45 s of a 10-sweep cloud a car at 25 m/s smears 11 m, so vehicles following each other in a lane
+    closer than that form one cluster. A cluster moving faster than ``smear_split_speed_mps`` is moved to the
+    keyframe time with its velocity (``xy - v dt``) and clustered again in BEV with ``smear_link_m``: where that
+    leaves two or more parts of at least ``smear_min_points`` points (``cluster.min_points`` on the subsample),
+    the parts replace it::
+
+        smeared:   ====car====#####moto#####          corrected:   [car]      [moto]
+    """
+    # Longer clusters are walls (whose smear "velocity" is the aperture effect of the ego's motion along them).
+    fast = np.flatnonzero((fits.speed_mps >= config.smear_split_speed_mps) & (fits.length <= config.max_smear_length_m))
+    if len(fast) == 0:
+        return members, fits
+    link = ClusterConfig(cell_m=config.cluster.cell_m, link_min_m=config.smear_link_m, link_max_m=config.smear_link_m)
+    replaced: dict[int, list[np.ndarray]] = {}
+
+    def parts_of(idx: np.ndarray, velocity: np.ndarray, centre: np.ndarray, min_points: int) -> list[np.ndarray]:
+        xy = points[idx, :2] - velocity[None, :] * points[idx, 4:5] - centre  # a small grid around the cluster
+        reach = float(np.abs(xy).max()) + 2 * config.smear_link_m
+        labels = grid_clusters(xy, replace(link, half_extent_m=reach))
+        counts = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, dtype=np.int64)
+        big = np.flatnonzero(counts >= min_points)
+        return [idx[labels == j] for j in big] if len(big) >= 2 else []
+
+    for k in fast.tolist():
+        idx = members[k]
+        # Tried on an even subsample first (most fast clusters are one vehicle); a split is confirmed on all points.
+        sample = idx[:: max(1, len(idx) // MERGE_SAMPLE_POINTS)]
+        if len(sample) < len(idx) and not parts_of(sample, fits.velocity[k], fits.centre[k], config.cluster.min_points):
+            continue
+        parts = parts_of(idx, fits.velocity[k], fits.centre[k], config.smear_min_points)
+        if parts:
+            replaced[k] = parts
+    if not replaced:
+        return members, fits
+    parts = [p for k in replaced for p in replaced[k]]
+    part_fits = _fit_parts(points, heights, parts, config.fit)
+    kept = np.array([k for k in range(len(fits)) if k not in replaced], dtype=np.int64)
+    return [members[k] for k in kept] + parts, ClusterFits.concatenate([fits.take(kept), part_fits])
 
 
 # ------------------------------------------------------------------------------------------------ chaining
@@ -456,7 +642,7 @@ def _gap_is_shadowed(
     def span(idx: np.ndarray) -> tuple[float, float]:
         idx = idx[:: max(1, len(idx) // MERGE_SAMPLE_POINTS)]
         xy = points[idx, :2] - vel[None, :] * points[idx, 4:5] - centre
-        u = xy @ axis
+        u = _along(xy, axis)
         return float(u.min()), float(u.max())
 
     (a0, a1), (b0, b1) = span(a), span(b)
@@ -606,20 +792,21 @@ def _best_size_fit(fits: ClusterFits, config: ClassifyConfig, index: np.ndarray,
 def split_groups(
     points: np.ndarray, heights: np.ndarray, members: list[np.ndarray], fits: ClusterFits, config: GeometricConfig
 ) -> tuple[list[np.ndarray], ClusterFits]:
-    """Split pedestrian groups and barrier rows where the parts fit better than the whole fits any class; only
-    clusters that fit no class well (``split_below_likelihood``) are tried. All candidate splits are fitted in
-    one batch.
+    """Split pedestrian groups, barrier rows and bicycle racks where the parts fit better than the whole fits any
+    class; only clusters that fit no class well (``split_below_likelihood``) are tried. All candidate splits are
+    fitted in one batch; of a cluster's candidates the one whose parts fit their class best (on average) wins.
 
     Pedestrian groups: k-means (k = 2 .. ``max_group_size``) on motion-corrected BEV points, seeded along the
-    long axis; the smallest k whose parts are all pedestrian-sized is taken if its parts fit pedestrians better
-    (on average) than the whole fits anything. Barrier rows: ``round(length / barrier_spacing_m)`` equal
-    segments along the axis, taken if they fit barriers better.
+    long axis; the smallest k whose parts are all pedestrian-sized is the candidate. Barrier rows: see
+    :func:`_barrier_split`. Racks (two-wheelers parked side by side, a still cluster about a bicycle long across and
+    a bicycle high): k = 2 .. ``max_rack_size`` equal segments along the long axis, the k that fits best.
     """
     if len(fits) == 0:
         return members, fits
     best = _best_size_fit(fits, config.classify, VEHICLE_INDEX, vehicles_only=False)
     ped_h = CLASS_PRIORS[Category.PEDESTRIAN].size_lwh_m[2]
     barrier_l, barrier_w, barrier_h = CLASS_PRIORS[Category.BARRIER].size_lwh_m
+    bike_l, _, bike_h = CLASS_PRIORS[Category.BICYCLE].size_lwh_m
     group = (
         (fits.length > config.pedestrian_max_length_m)
         & (fits.length <= config.max_group_size * 0.9)
@@ -629,42 +816,73 @@ def split_groups(
     row = (
         (fits.length > 1.6 * barrier_w)
         & (fits.length <= config.max_barrier_row_m)
-        & (fits.width <= 3 * barrier_l)
-        & (np.abs(fits.height - barrier_h) < 0.35)
+        & ((fits.width <= 3 * barrier_l) | (fits.length > config.fit.skip_longer_m))  # no orientation fitted there
+        & (np.abs(fits.height - barrier_h) < config.row_height_tolerance_m)
     )
+    rack = (
+        (fits.length > 1.2)
+        & (fits.length <= config.max_rack_size * config.rack_spacing_m + 0.5)
+        & (np.abs(fits.width - bike_l) < 0.5)
+        & (np.abs(fits.height - bike_h) < 0.4)
+        & (fits.speed_mps < config.classify.moving_speed_mps)
+    )
+    ped, barrier = CLASSES.index(Category.PEDESTRIAN), CLASSES.index(Category.BARRIER)
+    bicycle = CLASSES.index(Category.BICYCLE)
     # Candidate splits: (cluster, class index, parts).
     proposals: list[tuple[int, int, list[np.ndarray]]] = []
-    for k in np.flatnonzero((group | row) & (best < config.split_below_likelihood)):
+    for k in np.flatnonzero((group | row | rack) & (best < config.split_below_likelihood)):
         one = fits.take(np.array([k]))
         if group[k]:
-            label = CLASSES.index(Category.PEDESTRIAN)
-            proposals += [(int(k), label, parts) for parts in _pedestrian_splits(points, members[k], one, config)]
-        else:
-            parts = _barrier_split(points, members[k], one, config)
+            proposals += [(int(k), ped, parts) for parts in _pedestrian_splits(points, members[k], one, config)]
+        if row[k]:
+            parts = _barrier_split(points, members[k], config)
             if parts:
-                proposals.append((int(k), CLASSES.index(Category.BARRIER), parts))
+                proposals.append((int(k), barrier, parts))
+        if rack[k]:
+            for n in range(2, config.max_rack_size + 1):
+                parts = _equal_segments(points, members[k], one, n, config.cluster.min_points)
+                if len(parts) == n:
+                    proposals.append((int(k), bicycle, parts))
     if not proposals:
         return members, fits
     all_parts = [p for _, _, parts in proposals for p in parts]
     part_fits = _fit_parts(points, heights, all_parts, config.fit)
     lik = size_likelihoods(part_fits, config.classify).max(axis=2) * CLASS_WEIGHTS[None, :]
-    replaced: dict[int, tuple[list[np.ndarray], ClusterFits]] = {}
-    ped = CLASSES.index(Category.PEDESTRIAN)
-    decided: set[int] = set()  # clusters whose split (or no split) is settled by their smallest eligible k
+    chosen: dict[int, tuple[float, list[np.ndarray], np.ndarray]] = {}  # cluster -> (mean likelihood, parts, rows)
+    settled: set[int] = set()  # clusters whose pedestrian split is settled by their smallest eligible k
     start = 0
     for k, label, parts in proposals:
         rows = np.arange(start, start + len(parts))
         start += len(parts)
-        if k in decided or (label == ped and not np.all(part_fits.length[rows] <= config.pedestrian_max_length_m)):
-            continue  # settled already, or some part is still too long for one pedestrian: the next k
-        decided.add(k)
-        if float(lik[rows, label].mean()) > best[k]:
-            replaced[k] = (parts, part_fits.take(rows))
-    if not replaced:
+        if label == ped:
+            if k in settled or not np.all(part_fits.length[rows] <= config.pedestrian_max_length_m):
+                continue  # settled already, or some part is still too long for one pedestrian: the next k
+            settled.add(k)
+        value = float(lik[rows, label].mean())
+        if value > best[k] and value > chosen.get(k, (-1.0,))[0]:
+            chosen[k] = (value, parts, rows)
+    if not chosen:
         return members, fits
-    kept = np.array([k for k in range(len(fits)) if k not in replaced], dtype=np.int64)
-    out_members = [members[k] for k in kept] + [m for parts, _ in replaced.values() for m in parts]
-    return out_members, ClusterFits.concatenate([fits.take(kept), *(f for _, f in replaced.values())])
+    kept = np.array([k for k in range(len(fits)) if k not in chosen], dtype=np.int64)
+    out_members = [members[k] for k in kept] + [m for _, parts, _ in chosen.values() for m in parts]
+    part_rows = np.concatenate([rows for _, _, rows in chosen.values()])
+    return out_members, ClusterFits.concatenate([fits.take(kept), part_fits.take(part_rows)])
+
+
+def _equal_segments(points: np.ndarray, idx: np.ndarray, fit: ClusterFits, n: int, min_points: int) -> list[np.ndarray]:
+    """The points ``idx`` of a cluster cut into ``n`` equal segments along its fitted long axis (segments of fewer
+    than ``min_points`` points left out)."""
+    axis = np.array([np.cos(fit.yaw[0]), np.sin(fit.yaw[0])])
+    u = _along(points[idx, :2] - fit.centre[0], axis)
+    segment = np.clip(((u / max(fit.length[0], 1e-9) + 0.5) * n).astype(np.int64), 0, n - 1)
+    parts = [idx[segment == j] for j in range(n)]
+    return [p for p in parts if len(p) >= min_points]
+
+
+def _along(xy: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """(M,) projection of (M, 2) points on a 2-vector (element-wise: a BLAS matrix product would start OpenBLAS's
+    spinning threads on large arrays and burn a second core for nothing)."""
+    return xy[:, 0] * axis[0] + xy[:, 1] * axis[1]
 
 
 def _fit_parts(points: np.ndarray, heights: np.ndarray, parts: list[np.ndarray], config: FitConfig) -> ClusterFits:
@@ -690,16 +908,32 @@ def _pedestrian_splits(
     return out
 
 
-def _barrier_split(points: np.ndarray, idx: np.ndarray, fit: ClusterFits, config: GeometricConfig) -> list[np.ndarray]:
-    """``round(length / barrier_spacing_m)`` equal segments along the axis (empty when under two)."""
-    n = int(np.rint(fit.length[0] / config.barrier_spacing_m))
-    if n < 2:
+def _barrier_split(points: np.ndarray, idx: np.ndarray, config: GeometricConfig) -> list[np.ndarray]:
+    """Barriers of a low row (empty when it is no thin row or makes under two parts).
+
+    The row's axis is the principal axis of its BEV points; a row thicker across it than ``max_row_thickness_m``
+    (2nd to 98th percentile) is no row. Stretches separated by gaps over ``row_gap_m`` along the axis are split
+    apart, and each stretch into ``round(length / barrier_spacing_m)`` (at least one) equal segments::
+
+        ======== ======   ->   |==|==|==| |==|==|     a chain of any length (a median barrier) included
+    """
+    xy = points[idx[:: max(1, len(idx) // MERGE_SAMPLE_POINTS)], :2].astype(np.float64)
+    centre = xy.mean(axis=0)
+    _, vectors = np.linalg.eigh(np.cov((xy - centre).T))
+    axis = vectors[:, -1]
+    across = _along(xy - centre, np.array([-axis[1], axis[0]]))
+    if np.percentile(across, 98) - np.percentile(across, 2) > config.max_row_thickness_m:
         return []
-    axis = np.array([np.cos(fit.yaw[0]), np.sin(fit.yaw[0])])
-    u = (points[idx, :2] - fit.centre[0]) @ axis
-    edges = np.linspace(-fit.length[0] / 2, fit.length[0] / 2, n + 1)
-    segment = np.clip(np.searchsorted(edges, u, side="right") - 1, 0, n - 1)
-    parts = [idx[segment == j] for j in range(n)]
+    u = _along(points[idx, :2] - centre, axis)
+    order = np.argsort(u, kind="stable")
+    su = u[order]
+    breaks = np.flatnonzero(np.diff(su) > config.row_gap_m) + 1
+    parts: list[np.ndarray] = []
+    for run in np.split(np.arange(len(su)), breaks):
+        lo, hi = su[run[0]], su[run[-1]]
+        n = max(1, int(np.rint((hi - lo) / config.barrier_spacing_m)))
+        segment = np.minimum(((su[run] - lo) / max(hi - lo, 1e-9) * n).astype(np.int64), n - 1)
+        parts += [idx[order[run[segment == j]]] for j in range(n)]
     parts = [p for p in parts if len(p) >= config.cluster.min_points]
     return parts if len(parts) >= 2 else []
 
@@ -765,6 +999,45 @@ def _range_image(
         if r < image[b, elevation_bins]:
             image[b, elevation_bins] = r
     return image
+
+
+@numba.njit(cache=True)
+def _contained_keep(
+    pts: np.ndarray,
+    idx: np.ndarray,
+    offsets: np.ndarray,
+    boxes: np.ndarray,
+    velocity: np.ndarray,
+    max_share: float,
+    margin: float,
+) -> np.ndarray:
+    """(K,) bool: box k is kept unless more than ``max_share`` of its points lie inside a kept better box."""
+    k = len(boxes)
+    keep = np.zeros(k, dtype=np.bool_)
+    for i in range(k):
+        keep[i] = True
+        reach_i = 0.5 * math.hypot(boxes[i, 3], boxes[i, 4])
+        for j in range(i):
+            if not keep[j]:
+                continue
+            reach_j = 0.5 * math.hypot(boxes[j, 3], boxes[j, 4]) + margin
+            if math.hypot(boxes[i, 0] - boxes[j, 0], boxes[i, 1] - boxes[j, 1]) > reach_i + reach_j:
+                continue
+            c, s = math.cos(boxes[j, 6]), math.sin(boxes[j, 6])
+            inside = 0
+            for a in range(offsets[i], offsets[i + 1]):
+                p = idx[a]
+                x = pts[p, 0] - velocity[i, 0] * pts[p, 4] - boxes[j, 0]
+                y = pts[p, 1] - velocity[i, 1] * pts[p, 4] - boxes[j, 1]
+                if (
+                    abs(c * x + s * y) <= 0.5 * boxes[j, 3] + margin
+                    and abs(-s * x + c * y) <= 0.5 * boxes[j, 4] + margin
+                ):
+                    inside += 1
+            if inside > max_share * max(offsets[i + 1] - offsets[i], 1):
+                keep[i] = False
+                break
+    return keep
 
 
 @numba.njit(cache=True)

@@ -25,11 +25,13 @@ Everything runs in numba kernels (``cache=True``); a ~300 k point cloud takes a 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
+from autolabel.detect.boxfit import LIDAR_XYZ_M
 from calibration import InputError
 
 
@@ -53,6 +55,11 @@ class GroundConfig:
         ridge: pull of a plane's slopes towards the larger scale's (the whole grid's for coarse planes, the coarse
             plane's for fine ones), in units of sample weight times m^2.
         iterations: reweighting rounds.
+        sensor_xyz_m: lidar position in the ego frame.
+        max_ground_elevation_deg: returns seen above this elevation from the sensor never enter a cell's lower
+            envelope: a ray that level grazes no road below the sensor (in a car park the near-horizontal beam
+            lines up the sides of far cars whose ground is hidden, a flat layer the envelope would take for the
+            road); they still mark the cell as occupied.
     """
 
     cell_m: float = 1.0
@@ -69,6 +76,8 @@ class GroundConfig:
     min_support: float = 3.0
     ridge: float = 200.0
     iterations: int = 4
+    sensor_xyz_m: tuple[float, float, float] = LIDAR_XYZ_M
+    max_ground_elevation_deg: float = -0.3
 
     def __post_init__(self) -> None:
         if self.cell_m <= 0 or self.half_extent_m <= self.cell_m * self.coarse_factor:
@@ -172,7 +181,16 @@ def estimate_ground(points: np.ndarray, config: GroundConfig = GroundConfig()) -
     n = factor * int(np.ceil(2.0 * config.half_extent_m / (config.cell_m * factor)))
     x0 = y0 = -n * config.cell_m / 2.0
     envelope, weight, occupied = _lower_envelope(
-        xyz, x0, y0, config.cell_m, n, config.lowest_k, config.support, config.band_m
+        xyz,
+        x0,
+        y0,
+        config.cell_m,
+        n,
+        config.lowest_k,
+        config.support,
+        config.band_m,
+        np.asarray(config.sensor_xyz_m, dtype=np.float64),
+        math.tan(math.radians(config.max_ground_elevation_deg)),
     )
     samples, sample_weight = _coarse_envelope(envelope, weight, n, factor)
     asym = (config.above_sigma_m, config.below_cut_m, config.ridge, config.iterations)
@@ -229,12 +247,16 @@ def _lower_envelope(
     k: int,
     support: int,
     band: float,
+    sensor: np.ndarray,
+    max_tan_elevation: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per cell: the dense lower envelope point (C, 3), its weight (C,) and whether any point fell in (C,)."""
+    """Per cell: the dense lower envelope point (C, 3), its weight (C,) and whether any point fell in (C,); points
+    seen above ``max_tan_elevation`` from the sensor are left out of the envelope."""
     cells = n * n
     low = np.full((cells, k), np.inf, dtype=np.float32)  # the k lowest heights, sorted, and their points
     low_i = np.zeros((cells, k), dtype=np.int32)
     count = np.zeros(cells, dtype=np.int32)
+    occupied = np.zeros(cells, dtype=np.bool_)
     inv = 1.0 / cell
     for i in range(pts.shape[0]):
         fx = (pts[i, 0] - x0) * inv
@@ -242,6 +264,10 @@ def _lower_envelope(
         if not (0.0 <= fx < n and 0.0 <= fy < n):
             continue
         c = int(fx) * n + int(fy)
+        occupied[c] = True
+        rx, ry = pts[i, 0] - sensor[0], pts[i, 1] - sensor[1]
+        if pts[i, 2] - sensor[2] > max_tan_elevation * math.sqrt(rx * rx + ry * ry):
+            continue
         count[c] += 1
         zi = np.float32(pts[i, 2])
         if zi >= low[c, k - 1]:
@@ -255,7 +281,6 @@ def _lower_envelope(
         low_i[c, j] = i
     envelope = np.full((cells, 3), np.nan)
     weight = np.zeros(cells)
-    occupied = count > 0
     for c in range(cells):
         m = min(count[c], k)
         if m == 0:

@@ -139,6 +139,59 @@ def test_two_cars_parked_nose_to_tail_are_not_merged(synth) -> None:
     assert np.all(iou >= 0.6) and index[0] != index[1]
 
 
+def test_two_cars_following_closely_at_highway_speed_are_two_boxes(synth) -> None:
+    # 7 m apart at 25 m/s: over the cloud's 0.45 s each smears 11 m, so their returns form one cluster.
+    cars = synth.boxes((12.0, -4.0, 4.6, 1.9, 1.6, 0.0), (19.0, -4.0, 4.6, 1.9, 1.6, 0.0))
+    cloud = synth.cast(synth.Scene(cars, np.array([[25.0, 0.0], [25.0, 0.0]])))
+    result = _detect(cloud)
+    hit = cloud.hit[result.candidates]
+    main = [np.bincount(result.labels[(hit == k) & (result.labels >= 0)]).argmax() for k in range(2)]
+    assert main[0] == main[1]  # the clustering sees one smear
+    found = result.detections
+    iou, index = _match(cloud.gt, found)
+    assert np.all(iou >= 0.5) and index[0] != index[1], iou
+    assert all(found.categories[j] is Category.CAR for j in index)
+    np.testing.assert_allclose(found.boxes.velocity[index], [[25.0, 0.0], [25.0, 0.0]], atol=1.5)
+
+
+# --------------------------------------------------------------------------------------------- rows
+def test_a_barrier_chain_longer_than_any_object_is_split_into_its_barriers(synth) -> None:
+    # Twelve touching barriers (nuScenes: the long side is the width): one continuous 30 m wall, 1 m high.
+    rows = [(-14.0 + 1.25 + 2.5 * i, 5.0, 0.5, 2.5, 1.0, np.pi / 2) for i in range(12)]
+    cloud = synth.cast(synth.Scene(synth.boxes(*rows)))
+    found = _detect(cloud).detections
+    barriers = [j for j, c in enumerate(found.categories) if c is Category.BARRIER]
+    assert len(barriers) == len(found) == 12
+    centres = found.boxes.centers[barriers, :2]
+    distance = np.hypot(*(cloud.gt.centers[:, None, :2] - centres[None]).transpose(2, 0, 1)).min(axis=1)
+    assert np.all(distance < 0.3), distance  # every barrier has a box centred on it
+    np.testing.assert_allclose(found.boxes.data[barriers, 4], 2.5, atol=0.3)  # nuScenes width along the row
+
+
+def test_a_bicycle_rack_is_split_into_bicycles(synth) -> None:
+    bikes = [(8.0 + 0.8 * i, -6.0, 1.7, 0.6, 1.28, np.pi / 2) for i in range(4)]  # side by side, 0.2 m apart
+    cloud = synth.cast(synth.Scene(synth.boxes(*bikes)))
+    found = _detect(cloud).detections
+    assert len(found) == 4 and all(c is Category.BICYCLE for c in found.categories)
+    distance = np.hypot(*(cloud.gt.centers[:, None, :2] - found.boxes.centers[None, :, :2]).transpose(2, 0, 1))
+    assert np.all(distance.min(axis=1) < 0.5), distance.min(axis=1)  # the devkit's tightest match
+
+
+def test_a_piece_inside_a_better_box_is_no_second_detection() -> None:
+    from autolabel.detect import GeometricConfig
+    from autolabel.detect.geometric import suppress_contained
+
+    boxes = np.array([[10.0, 0.0, 0.8, 4.6, 2.0, 1.7, 0.0], [12.0, 0.5, 0.8, 4.6, 2.0, 1.7, 0.0]])
+    points = np.zeros((20, 5), np.float32)
+    points[:10, :2] = [[10.0 + 0.2 * k, 0.5] for k in range(10)]  # the first box's points
+    points[10:, :2] = [[12.0 + 0.05 * k, 0.8] for k in range(10)]  # the second's: inside the first box (x <= 12.3)
+    members = [np.arange(10), np.arange(10, 20)]
+    no_motion = np.full((2, 2), np.nan)
+    assert suppress_contained(points, members, boxes, no_motion, GeometricConfig()).tolist() == [0]
+    points[10:, 0] += 1.0  # now mostly beyond the first box's front: a separate object
+    assert suppress_contained(points, members, boxes, no_motion, GeometricConfig()).tolist() == [0, 1]
+
+
 # --------------------------------------------------------------------------------------------- simulator
 def test_isolated_cars_of_a_simulated_keyframe_are_found(sim_keyframe) -> None:
     kf = sim_keyframe

@@ -55,6 +55,22 @@ def test_returns_below_the_road_do_not_pull_the_ground_down(synth) -> None:
     assert model.z_at(np.array([[13.0, 0.0]]))[0] == pytest.approx(13 * SLOPE, abs=0.05)
 
 
+def test_far_car_sides_lined_up_by_the_level_beam_are_not_ground(synth) -> None:
+    # A car park: a wall of parked cars 30-34 m ahead hides the ground behind it, and beyond, where only the level
+    # beam still reaches over them, the sides of further cars return at the sensor's height (1.84 m) and nothing
+    # lower. Such a flat layer must not pass for the road.
+    row = [(31.0 + 3.0 * (k % 2), -20.0 + 2.8 * k, 4.6, 1.9, 1.6, np.pi / 2) for k in range(15)]
+    cloud = synth.cast(synth.Scene(synth.boxes(*row)), sweeps=3)
+    rng = np.random.default_rng(2)
+    far = rng.uniform([40.0, -12.0], [48.0, 12.0], (3000, 2))
+    level = np.column_stack([far, np.full(3000, 1.84), np.zeros((3000, 2))]).astype(np.float32)
+    points = np.concatenate([cloud.points, level])
+    heights = estimate_ground(points).heights(level)
+    assert np.median(heights) > 1.0
+    blind = GroundConfig(max_ground_elevation_deg=90.0)  # every return may be ground: the layer becomes the road
+    assert np.median(estimate_ground(points, blind).heights(level)) < 0.3
+
+
 def test_an_empty_cloud_gives_a_level_ground_and_bad_shapes_are_rejected() -> None:
     model = estimate_ground(np.zeros((0, 5), np.float32))
     assert model.z_at(np.array([[5.0, 5.0], [100.0, 0.0]])).tolist() == [0.0, 0.0]
