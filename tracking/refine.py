@@ -450,9 +450,12 @@ def _fit_static_box(problem: _Problem) -> np.ndarray:
             # of the four headings along the fitted rectangle's axes, the one nearest the current yaw
             turn = float(np.mod(lshape_yaw_rad(xy) + np.pi / 4.0, np.pi / 2.0) - np.pi / 4.0)
             xy, sensors = xy @ _rotation(turn), sensors @ _rotation(turn)
-        fit = fit_footprint(
-            xy, ids, sensors, prior.mean[:2], prior.std[:2], _lw(problem.size), _fit_params(config, prior)
-        )
+        params = _fit_params(config, prior)
+        fit = fit_footprint(xy, ids, sensors, prior.mean[:2], prior.std[:2], _lw(problem.size), params)
+        trusted = _plausible(fit.size_lw, problem)
+        if problem.size is None and not trusted.all():  # placed again against the seen faces, at a trusted size
+            fixed = np.where(trusted, fit.size_lw, _detected_lw(problem))
+            fit = fit_footprint(xy, ids, sensors, prior.mean[:2], prior.std[:2], fixed, params)
         yaw = float(wrap_angle_rad(box[6] + turn))
         height = problem.size[2] if problem.size is not None else _top(z, config) - ground
         center = box[:2] + _rotation(yaw) @ fit.center_xy
@@ -575,9 +578,22 @@ def _fit_dynamic_size(problem: _Problem, fits: list[_FrameFit], size: np.ndarray
     out = np.empty(3)
     for axis in (0, 1):
         whole = [f.free.size_lw[axis] for f in fits if f.free.complete[axis]]
+        whole = [v for v in whole if _plausible(np.array([v, v]), problem)[axis]]
         out[axis] = float(np.quantile(whole, _WHOLE_EXTENT_QUANTILE)) if whole else pooled.size_lw[axis]
+    out[:2] = np.where(_plausible(out[:2], problem), out[:2], _detected_lw(problem))
     out[2] = float(np.median([_top(f.heights, config) for f in fits]))
     return out
+
+
+def _plausible(size_lw: np.ndarray, problem: _Problem) -> np.ndarray:
+    """(2,) bool: length and width within ``max_size_deviation_std`` prior deviations of the class mean."""
+    prior = problem.prior
+    return np.abs(size_lw - prior.mean[:2]) <= problem.config.max_size_deviation_std * prior.std[:2]
+
+
+def _detected_lw(problem: _Problem) -> np.ndarray:
+    """(2,) median length and width of the track's detected boxes."""
+    return np.median(problem.meas.boxes[:, 3:5], axis=0)
 
 
 def _position_anchors(

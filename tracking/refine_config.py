@@ -133,6 +133,9 @@ class RefineConfig:
             ``max_trim_points`` of them.
         anchor_span_fraction: a single frame's points fix the centre along an axis from a side face only
             when they span at least this fraction of the box there.
+        max_size_deviation_std: a fitted length or width farther than this many prior standard deviations from
+            the class mean is not trusted (clutter joined to the object, or a part of it occluded): that axis
+            takes the median of the track's detected boxes instead.
         detection_position_std_m: detector centre noise (per box, scaled by 1 / sqrt(score)).
         detection_z_std_m: detector centre height noise.
         anchor_std_m: noise of a centre fixed by a lidar face in one frame.
@@ -170,6 +173,7 @@ class RefineConfig:
     extent_trim: float = 0.01
     max_trim_points: int = 5
     anchor_span_fraction: float = 0.85
+    max_size_deviation_std: float = 2.5
     detection_position_std_m: float = 0.3
     detection_z_std_m: float = 0.3
     anchor_std_m: float = 0.08
