@@ -52,8 +52,12 @@ mmcv-wheel: $(VENV)/.core-installed
 		$(PIP) install -q "setuptools<81" wheel ninja psutil && \
 		MMCV_WITH_OPS=1 FORCE_CUDA=0 $(PIP) wheel --no-build-isolation --no-deps -w $(WHEELHOUSE) mmcv==2.1.0; fi
 
+# Unconstrained, mmdet3d's requirements would replace numpy (2.x), the devkit (1.1), shapely and opencv: the extra
+# is installed under the core environment's own versions (opencv-python pinned to the headless build's version).
 mmdet3d: mmcv-wheel
-	$(PIP) install -q --find-links $(WHEELHOUSE) -e ".[test,mmdet3d]"
+	$(PIP) freeze --exclude-editable | grep -v '^autolabel' > $(VENV)/core-constraints.txt
+	sed -n 's/^opencv-python-headless==/opencv-python==/p' $(VENV)/core-constraints.txt >> $(VENV)/core-constraints.txt
+	$(PIP) install -q -c $(VENV)/core-constraints.txt --find-links $(WHEELHOUSE) -e ".[test,mmdet3d]"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

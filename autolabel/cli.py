@@ -62,6 +62,18 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         help="compute device (default: AUTOLABEL_DEVICE or auto)",
     )
     parser.add_argument("--detector", choices=sorted(DETECTORS), default="geometric")
+    model = parser.add_argument_group("mmdet3d model (--detector mmdet3d; needs the mmdet3d extra)")
+    model.add_argument("--config", type=Path, metavar="CFG", help="mmdet3d config file")
+    model.add_argument("--checkpoint", type=Path, metavar="CKPT", help="its checkpoint (.pth)")
+    model.add_argument(
+        "--score-threshold", type=float, default=0.05, help="drop the model's detections below (default 0.05)"
+    )
+    model.add_argument(
+        "--intensity-scale",
+        type=float,
+        default=1.0,
+        help="multiply intensities by this before the model (when it was trained on another scale)",
+    )
     parser.add_argument("--mode", choices=["offboard", "online"], default="offboard", help="tracking mode")
 
 
@@ -160,24 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_clip(args: argparse.Namespace) -> Clip | None:
-    """The clip named by the source options, or ``None`` when none was given."""
-    if args.nuscenes is not None and args.kitti is not None:
-        raise InputError("give one clip source: --nuscenes or --kitti, not both")
-    if args.nuscenes is not None:
-        if not args.scene:
-            raise InputError("--nuscenes needs --scene NAME")
-        from autolabel.datasets.nuscenes import load_nuscenes_clip
-
-        return load_nuscenes_clip(args.nuscenes, args.scene, version=args.version)
-    if args.kitti is not None:
-        if not args.seq:
-            raise InputError("--kitti needs --seq SEQ")
-        from autolabel.datasets.kitti import load_kitti_clip
-
-        return load_kitti_clip(args.kitti, args.seq)
-    if args.scene or args.seq:
-        raise InputError("--scene/--seq need a dataset root (--nuscenes DATAROOT or --kitti ROOT)")
-    return None
+    """The clip named by the source options (see :func:`clip_spec`), or ``None`` when none was given."""
+    if args.nuscenes is None and args.kitti is None:
+        if args.scene or args.seq:
+            raise InputError("--scene/--seq need a dataset root (--nuscenes DATAROOT or --kitti ROOT)")
+        return None
+    return clip_spec(args).load()
 
 
 def summary_table(clip: Clip, summary: ClipSummary) -> Table:
@@ -339,11 +339,27 @@ def qa_table(qa: dict) -> Table:
     return table
 
 
-def _pipeline_config(args: argparse.Namespace):  # -> PipelineConfig
+def _pipeline_config(args: argparse.Namespace, settings: Settings):  # -> PipelineConfig
+    from autolabel.detect import Mmdet3dConfig
     from autolabel.pipeline import PipelineConfig
     from tracking import TrackingMode
 
-    return PipelineConfig(detector=args.detector, tracking_mode=TrackingMode(args.mode))
+    detector_config = None
+    if args.detector == "mmdet3d":
+        if args.config is None or args.checkpoint is None:
+            raise InputError("--detector mmdet3d needs --config CFG and --checkpoint CKPT")
+        detector_config = Mmdet3dConfig.from_files(
+            args.config,
+            args.checkpoint,
+            device=str(resolve_device(args.device or settings.device)),
+            score_threshold=args.score_threshold,
+            intensity_scale=args.intensity_scale,
+        )
+    elif args.config is not None or args.checkpoint is not None:
+        raise InputError("--config and --checkpoint are for --detector mmdet3d")
+    return PipelineConfig(
+        detector=args.detector, detector_config=detector_config, tracking_mode=TrackingMode(args.mode)
+    )
 
 
 def clip_spec(args: argparse.Namespace):  # -> ClipSpec
@@ -389,7 +405,7 @@ def cmd_run(args: argparse.Namespace, console: Console, settings: Settings) -> i
     from autolabel.store import open_store
 
     spec = clip_spec(args)
-    config = _pipeline_config(args)
+    config = _pipeline_config(args, settings)
     device = resolve_device(args.device or settings.device)
     with open_store(settings.database_url, settings=settings) as store:
         summary = _run_with_progress(spec, settings, store, device, config, console)
@@ -417,7 +433,7 @@ def cmd_batch(args: argparse.Namespace, console: Console, settings: Settings) ->
         results = run_batch(
             specs,
             settings,
-            _pipeline_config(args),
+            _pipeline_config(args, settings),
             executor=Executor(args.executor),
             workers=args.workers,
             resume=args.resume,
@@ -459,13 +475,8 @@ def _stored_labels(clip: Clip, settings: Settings, *, signed_off_only: bool = Fa
 
 
 def cmd_evaluate(args: argparse.Namespace, console: Console, settings: Settings) -> int:
-    from autolabel.datasets.model import ClipSource
-    from autolabel.evaluate import (
-        automation_rate,
-        clear_mot,
-        nuscenes_detection_metrics,
-        nuscenes_tracking_metrics,
-    )
+    from autolabel.evaluate import evaluation_metrics
+    from autolabel.store import ClipKey, open_store
 
     clip = load_clip(args)
     if clip is None:
@@ -473,21 +484,13 @@ def cmd_evaluate(args: argparse.Namespace, console: Console, settings: Settings)
     if not clip.has_gt:
         raise InputError(f"clip {clip.name}: no ground truth to evaluate against")
     labels = _stored_labels(clip, settings)
-    if not args.json:
-        console.print(_evaluation_table(clip, labels))
-        return 0
-    rate = automation_rate(clip, labels)
-    metrics: dict = {
-        "clip": clip.name,
-        "automation_rate": rate.rate,
-        "automation_per_class": {k: {"matched": m, "total": t} for k, (m, t) in rate.per_class.items()},
-        "clear_mot_iou": clear_mot(clip, labels),
-    }
-    if clip.source is ClipSource.NUSCENES:
-        metrics["detection"] = nuscenes_detection_metrics(clip, labels)
-        if len(clip) > 1:
-            metrics["tracking"] = nuscenes_tracking_metrics(clip, labels)
-    print(json.dumps(metrics, indent=2, default=float))
+    with open_store(settings.database_url, settings=settings) as store:
+        acceptance = store.acceptance(ClipKey(clip.source.value, clip.name))
+    metrics = {**evaluation_metrics(clip, labels), "acceptance": acceptance.as_dict()}
+    if args.json:
+        print(json.dumps(metrics, indent=2, default=float))
+    else:
+        console.print(evaluation_table(metrics))
     return 0
 
 
@@ -564,33 +567,43 @@ def cmd_track(args: argparse.Namespace, console: Console, settings: Settings) ->
 DEMO_SIM_SECONDS = 4.0
 
 
-def _evaluation_table(clip: Clip, labels: list) -> Table:
-    """The evaluation summary of stored labels against a clip's ground truth."""
-    from autolabel.datasets.model import ClipSource
-    from autolabel.evaluate import automation_rate, clear_mot, nuscenes_detection_metrics, nuscenes_tracking_metrics
-
-    table = Table(title=f"evaluation of {clip.name} (stored labels vs ground truth)", title_justify="left")
+def evaluation_table(metrics: dict) -> Table:
+    """The table of :func:`autolabel.evaluate.evaluation_metrics` (plus ``acceptance`` where present)."""
+    table = Table(title=f"evaluation of {metrics['clip']} (stored labels vs ground truth)", title_justify="left")
     table.add_column("metric")
     table.add_column("value")
-    if clip.source is ClipSource.NUSCENES:
-        detection = nuscenes_detection_metrics(clip, labels)
+    if "detection" in metrics:
+        detection = metrics["detection"]
         table.add_row("devkit mAP / NDS", f"{detection['mAP']:.3f} / {detection['NDS']:.3f}")
         table.add_row("  AP per class", ", ".join(f"{k} {v:.2f}" for k, v in detection["per_class_AP"].items()))
-        if len(clip) > 1:
-            tracking = nuscenes_tracking_metrics(clip, labels)
-            table.add_row("devkit AMOTA / AMOTP", f"{tracking['amota']:.3f} / {tracking['amotp']:.3f}")
-            table.add_row("  ID switches", str(int(tracking["ids"])))
-    mot = clear_mot(clip, labels)
+    if "tracking" in metrics:
+        tracking = metrics["tracking"]
+        table.add_row("devkit AMOTA / AMOTP", f"{tracking['amota']:.3f} / {tracking['amotp']:.3f}")
+        table.add_row("  ID switches", str(int(tracking["ids"])))
+    mot = metrics["clear_mot_iou"]
     table.add_row("MOTA (3D IoU >= 0.5)", f"{mot['mota']:.3f}")
     table.add_row("  ID switches / fragmentations", f"{int(mot['num_switches'])} / {int(mot['num_fragmentations'])}")
-    rate = automation_rate(clip, labels)
-    table.add_row("automation rate (IoU 0.7 car / 0.5 other)", f"{rate.matched}/{rate.total} = {rate.rate:.3f}")
+    table.add_row(
+        "automation rate (IoU 0.7 car / 0.5 other)",
+        f"{metrics['automation_matched']}/{metrics['automation_total']} = {metrics['automation_rate']:.3f}",
+    )
+    acceptance = metrics.get("acceptance")
+    if acceptance and acceptance["decided"]:
+        table.add_row(
+            "pre-labels accepted untouched",
+            f"{acceptance['accepted_untouched']}/{acceptance['decided']} = {acceptance['rate']:.3f} "
+            f"(edited {acceptance['edited']}, deleted {acceptance['deleted']}, rejected {acceptance['rejected']}, "
+            f"added {acceptance['added']}, pending {acceptance['pending']})",
+        )
+    elif acceptance:
+        table.add_row("pre-labels accepted untouched", f"no review decisions yet ({acceptance['pending']} pending)")
     return table
 
 
 def cmd_demo(args: argparse.Namespace, console: Console, settings: Settings) -> int:
     """The main job end to end: a simulated clip and the real fixtures through the whole pipeline."""
     from autolabel.datasets.model import ClipSource
+    from autolabel.evaluate import evaluation_metrics
     from autolabel.pipeline import ClipSpec, PipelineConfig
     from autolabel.store import open_store
 
@@ -625,7 +638,7 @@ def cmd_demo(args: argparse.Namespace, console: Console, settings: Settings) -> 
             summary = _run_with_progress(spec, settings, store, device, PipelineConfig(), console)
             console.print(stage_table(summary))
             if clip.has_gt:
-                console.print(_evaluation_table(clip, _stored_labels(clip, settings)))
+                console.print(evaluation_table(evaluation_metrics(clip, _stored_labels(clip, settings))))
     console.print(
         f"labels are in {settings.database_url or Path(settings.home) / 'labels.db'}; next: "
         "`autolabel evaluate ...`, `autolabel export --format nuscenes|kitti|openlabel ...` "

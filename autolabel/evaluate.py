@@ -7,7 +7,11 @@
   written.
 - Any clip with GT (KITTI included): CLEAR-MOT metrics with 3D IoU matching (motmetrics), KITTI-style.
 - The automation rate: the share of GT boxes matched by a label of the same class at 3D IoU >= 0.7
-  (cars) / 0.5 (other classes), i.e. boxes a reviewer would accept as they are.
+  (cars) / 0.5 (other classes), i.e. boxes a reviewer would accept as they are. Once people have reviewed,
+  the store's :func:`autolabel.store.acceptance.clip_acceptance` gives the share of pre-label boxes they
+  accepted untouched.
+
+:func:`evaluation_metrics` gathers all of them for one clip (what ``autolabel evaluate`` prints).
 """
 
 from __future__ import annotations
@@ -27,7 +31,13 @@ from scipy.optimize import linear_sum_assignment
 
 from autolabel.categories import Category
 from autolabel.datasets.model import Clip, ClipSource, FrameLabels
-from autolabel.export.nuscenes import TRACKING_CATEGORIES, detection_results, tracking_results, write_results
+from autolabel.export.nuscenes import (
+    TRACKING_CATEGORIES,
+    detection_results,
+    link_sensor_folders,
+    tracking_results,
+    write_results,
+)
 from calibration import InputError, iou_3d
 
 CUSTOM_SPLIT = "autolabel_clip"
@@ -150,9 +160,7 @@ def shadow_dataroot(dataroot: Path, version: str, scenes: Sequence[str], workdir
     for table in (source / version).iterdir():
         if table.suffix == ".json" and table.name != "splits.json":
             os.symlink(table, shadow / version / table.name)
-    for folder in ("samples", "sweeps", "maps"):
-        if (source / folder).exists():
-            os.symlink(source / folder, shadow / folder)
+    link_sensor_folders(source, shadow)
     (shadow / version / "splits.json").write_text(json.dumps({CUSTOM_SPLIT: list(scenes)}))
     return shadow
 
@@ -179,6 +187,25 @@ def _devkit_run(clip: Clip, results: dict[str, Any]) -> Iterator[_DevkitRun]:
         write_results(run.results, results)
         with contextlib.redirect_stdout(io.StringIO()):
             yield run
+
+
+def evaluation_metrics(clip: Clip, labels_per_frame: Sequence[FrameLabels]) -> dict[str, Any]:
+    """Every metric that applies to the clip: automation rate, CLEAR-MOT at 3D IoU, and for nuScenes clips the
+    devkit's detection (and, with more than one keyframe, tracking) metrics."""
+    rate = automation_rate(clip, labels_per_frame)
+    metrics: dict[str, Any] = {
+        "clip": clip.name,
+        "automation_rate": rate.rate,
+        "automation_matched": rate.matched,
+        "automation_total": rate.total,
+        "automation_per_class": {k: {"matched": m, "total": t} for k, (m, t) in rate.per_class.items()},
+        "clear_mot_iou": clear_mot(clip, labels_per_frame),
+    }
+    if clip.source is ClipSource.NUSCENES:
+        metrics["detection"] = nuscenes_detection_metrics(clip, labels_per_frame)
+        if len(clip) > 1:
+            metrics["tracking"] = nuscenes_tracking_metrics(clip, labels_per_frame)
+    return metrics
 
 
 def nuscenes_detection_metrics(clip: Clip, labels_per_frame: Sequence[FrameLabels]) -> dict[str, Any]:

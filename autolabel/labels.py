@@ -6,7 +6,7 @@ each keyframe's ego frame, through that keyframe's pose.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -35,13 +35,18 @@ def category_of(label: str) -> Category:
     return Category(label) if label in Category._value2member_map_ else Category.OTHER
 
 
-def track_labels(tracks: Sequence[TrackLike]) -> list[TrackLabels]:
+def track_labels(
+    tracks: Sequence[TrackLike], review_flags: Sequence[Mapping[str, int]] | None = None
+) -> list[TrackLabels]:
     """The store's input: one :class:`TrackLabels` per track (classes outside the taxonomy become OTHER).
 
-    Refined tracks also pass their per-box confidences, static flag and one size.
+    Refined tracks also pass their per-box confidences, static flag and one size. ``review_flags`` holds
+    per track its flag -> box count (``None``: nothing flagged).
     """
+    if review_flags is not None and len(review_flags) != len(tracks):
+        raise InputError(f"{len(review_flags)} review flag counts given for {len(tracks)} tracks")
     out = []
-    for t in tracks:
+    for n, t in enumerate(tracks):
         refined = isinstance(t, RefinedTrack)
         out.append(
             TrackLabels(
@@ -55,6 +60,7 @@ def track_labels(tracks: Sequence[TrackLike]) -> list[TrackLabels]:
                 confidences=t.confidences if refined else None,
                 static=bool(t.static) if refined else False,
                 fixed_size_lwh=tuple(float(v) for v in t.size_lwh_m) if refined else None,
+                review_flags=review_flags[n] if review_flags is not None else {},
             )
         )
     return out

@@ -5,10 +5,12 @@ Each stage's output is cached in the workspace under a content hash of its input
 
     fusion      <home>/clips/<clip-id>.zarr            manifest["cache_key"] = hash(clip files, fusion params, version)
     detection   <home>/cache/detections/<key>.npz      key = hash(fusion key, detector name and params)
+                (with each box's cross-check review flag)
     tracking    <home>/cache/tracks/<key>.npz          key = hash(detection key, tracker params, mode)
 
 so re-running after changing only tracking parameters reuses fusion and detection. Labels go to the label
-store in one transaction per clip (:meth:`autolabel.store.LabelStore.write_prelabels`).
+store in one transaction per clip (:meth:`autolabel.store.LabelStore.write_prelabels`), each track with the
+counts of its detected boxes' review flags (:func:`track_review_flags`) for the review queue.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import itertools
 import json
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -34,8 +37,8 @@ import torch
 from autolabel.artifacts import ClipArtifacts, artifact_path, open_artifacts
 from autolabel.categories import Category
 from autolabel.datasets.model import Clip, ClipSource
-from autolabel.detect import DETECTORS, Detections3D, DetectorInput
-from autolabel.detect.crosscheck import CameraPose, CrossCheckConfig, cross_check
+from autolabel.detect import Detections3D, DetectorInput, make_detector
+from autolabel.detect.crosscheck import CameraPose, CrossCheckConfig, ReviewFlag, cross_check
 from autolabel.fileio import atomic_write_bytes
 from autolabel.fusion_stage import FusionStageConfig, run_fusion_stage
 from autolabel.labels import track_labels
@@ -56,7 +59,7 @@ from tracking import (
     track_clip,
 )
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: detection caches hold review flags
 
 
 class Stage(str, Enum):
@@ -108,6 +111,8 @@ class PipelineConfig:
     Attributes:
         fusion: poses, fusion and calibration QA.
         detector: name in :data:`autolabel.detect.DETECTORS`.
+        detector_config: that detector's own configuration (None: its defaults; the mmdet3d detector needs an
+            :class:`autolabel.detect.Mmdet3dConfig`).
         tracker: tracker parameters.
         tracking_mode: offboard (default) or the online baseline.
         cross_check: rescore every detection by its camera and lidar support (free space, colour, points).
@@ -117,6 +122,7 @@ class PipelineConfig:
 
     fusion: FusionStageConfig = field(default_factory=FusionStageConfig)
     detector: str = "geometric"
+    detector_config: Any = None
     tracker: TrackerConfig = field(default_factory=lambda: KEYFRAME_TRACKER)
     tracking_mode: TrackingMode = TrackingMode.OFFBOARD
     cross_check: bool = True
@@ -125,8 +131,7 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.tracking_mode is TrackingMode.ONLINE and self.refine is not None:
             object.__setattr__(self, "refine", None)
-        if self.detector not in DETECTORS:
-            raise InputError(f"unknown detector {self.detector!r}; available: {', '.join(sorted(DETECTORS))}")
+        make_detector(self.detector, self.detector_config)  # an unknown name or a missing model fails here
 
 
 @dataclass(frozen=True)
@@ -191,24 +196,33 @@ def content_hash(*parts: Any) -> str:
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """The package version, plus the git commit (and ``.dirty``) when running from a checkout."""
+    """The package version, plus the git commit when running from a checkout; a checkout with uncommitted changes
+    adds ``.dirty`` and a hash of them (tracked changes and untracked files), so stage caches made by other
+    uncommitted code are not reused."""
     version = metadata.version("autolabel")
     repo = Path(__file__).resolve().parents[1]
     if not (repo / ".git").exists():
         return version
+
+    def git(*args: str) -> bytes:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=True).stdout
+
     try:
-        sha = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        sha = git("rev-parse", "--short=12", "HEAD").decode().strip()
+        diff = git("diff", "HEAD", "--binary")
+        untracked = git("ls-files", "--others", "--exclude-standard", "-z").split(b"\0")
     except (OSError, subprocess.CalledProcessError):
         return version
-    return f"{version}+g{sha}" + (".dirty" if dirty else "")
+    if not diff and not any(untracked):
+        return f"{version}+g{sha}"
+    digest = hashlib.sha256(diff)
+    for name in sorted(n for n in untracked if n):
+        path = repo / name.decode()
+        if path.is_file():  # contents of small files (sources); size and time of big ones (data dropped in)
+            stat = path.stat()
+            content = path.read_bytes() if stat.st_size <= 1 << 20 else f"{stat.st_size}:{stat.st_mtime_ns}".encode()
+            digest.update(name + b"\0" + content)
+    return f"{version}+g{sha}.dirty{digest.hexdigest()[:8]}"
 
 
 def clip_fingerprint(clip: Clip) -> dict[str, Any]:
@@ -238,7 +252,46 @@ def atomic_write_npz(path: Path, **arrays: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _save_detections(path: Path, detections: Sequence[Detections3D]) -> None:
+@dataclass(frozen=True, eq=False)
+class DetectionStage:
+    """The detection stage's output per keyframe: detections (ego frame) and one review flag per detection.
+
+    Attributes:
+        detections: per keyframe its B_k detections.
+        flags: per keyframe B_k cross-check flags (all ``OK`` without the cross-check).
+    """
+
+    detections: tuple[Detections3D, ...]
+    flags: tuple[tuple[ReviewFlag, ...], ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detections", tuple(self.detections))
+        object.__setattr__(self, "flags", tuple(tuple(ReviewFlag(f) for f in frame) for frame in self.flags))
+        if [len(d) for d in self.detections] != [len(f) for f in self.flags]:
+            raise InputError("detection stage: one review flag per detection is needed in every keyframe")
+
+
+def unflagged(detections: Detections3D) -> tuple[ReviewFlag, ...]:
+    """``OK`` for each of a keyframe's detections (no cross-check, or nothing to check)."""
+    return (ReviewFlag.OK,) * len(detections)
+
+
+def track_review_flags(track: Track, flags: Sequence[Sequence[ReviewFlag]]) -> dict[str, int]:
+    """Flag value -> how many of the track's detected boxes carry it (``OK`` left out).
+
+    Args:
+        track: its ``frame_indices`` (K,) index ``flags``; ``detection_indices`` (K,) index that frame's flags,
+            -1 where not detected.
+        flags: per keyframe one flag per detection (:attr:`DetectionStage.flags`).
+    """
+    detected = zip(track.frame_indices, track.detection_indices, strict=True)
+    counts = Counter(flags[int(f)][int(d)].value for f, d in detected if d >= 0)
+    counts.pop(ReviewFlag.OK.value, None)
+    return dict(counts)
+
+
+def _save_detections(path: Path, stage: DetectionStage) -> None:
+    detections = stage.detections
     counts = np.array([len(d) for d in detections], dtype=np.int64)
     boxes = [d.boxes for d in detections]
     velocity = [b.velocity if b.velocity is not None else np.full((len(b), 2), np.nan) for b in boxes] or [
@@ -252,22 +305,24 @@ def _save_detections(path: Path, detections: Sequence[Detections3D]) -> None:
         velocity=np.concatenate(velocity),
         scores=np.concatenate([d.scores for d in detections] or [np.zeros(0)]),
         categories=np.array([c.value for d in detections for c in d.categories], dtype=str),
+        flags=np.array([f.value for frame in stage.flags for f in frame], dtype=str),
     )
 
 
-def _load_detections(path: Path) -> list[Detections3D] | None:
+def _load_detections(path: Path) -> DetectionStage | None:
     if not path.is_file():
         return None
     with np.load(path) as data:
         if int(data["format"]) != CACHE_FORMAT:
             return None
         bounds = np.concatenate([[0], np.cumsum(data["counts"])])
-        out = []
+        out, flags = [], []
         for start, stop in itertools.pairwise(bounds):
             boxes = Boxes3D(data["boxes"][start:stop], EGO_FRAME, data["velocity"][start:stop])
             categories = tuple(Category(str(c)) for c in data["categories"][start:stop])
             out.append(Detections3D(boxes, data["scores"][start:stop], categories))
-        return out
+            flags.append(tuple(ReviewFlag(str(f)) for f in data["flags"][start:stop]))
+        return DetectionStage(tuple(out), tuple(flags))
 
 
 _TRACK_ROW = ("track_id", "frame", "timestamp_us", "x", "y", "z", "l", "w", "h", "yaw", "vx", "vy", "score",
@@ -413,37 +468,43 @@ def detection_output(
     config: PipelineConfig,
     progress: Progress | None = None,
 ) -> StageOutput:
-    """Per keyframe the detector's :class:`Detections3D` (ego frame), made unless cached."""
-    key = content_hash(
-        "detection", fusion_key, config.detector, _detector_config(config), config.cross_check, code_version()
-    )
+    """The clip's :class:`DetectionStage` (per keyframe detections in the ego frame and their review flags),
+    made unless cached."""
+    detector = make_detector(config.detector, config.detector_config)
+    # The detector's parameters as hashed: its configuration object (with defaults filled in), when it has one.
+    parameters = {"name": config.detector, "config": getattr(detector, "config", None)}
+    key = content_hash("detection", fusion_key, parameters, config.cross_check, code_version())
     path = Path(home) / "cache" / "detections" / f"{key}.npz"
-    detections = _load_detections(path)
-    if detections is not None:
-        return StageOutput(detections, key, True)
-    detector = DETECTORS[config.detector]()
+    cached = _load_detections(path)
+    if cached is not None:
+        return StageOutput(cached, key, True)
+    lidar = next(iter(clip.rig.lidars.values()), None)
+    ego_SE3_lidar = lidar.ego_SE3_lidar if lidar is not None else None
     check = None
     if config.cross_check:
-        lidar = next(iter(clip.rig.lidars.values()), None)
-        sensor = tuple(lidar.ego_SE3_lidar.translation) if lidar is not None else CrossCheckConfig().sensor_xyz_m
+        sensor = tuple(ego_SE3_lidar.translation) if ego_SE3_lidar is not None else CrossCheckConfig().sensor_xyz_m
         check = CrossCheckConfig(sensor_xyz_m=sensor)
-    detections = []
+    # Camera poses at each exposure relative to the keyframe, when the dataset's poses are the ones used.
+    same_poses = clip.has_poses and not config.fusion.recompute_poses
+    detections, flags = [], []
     for k, frame in enumerate(clip.frames):
         if progress is not None:
             progress(Stage.DETECTION.value, k, len(clip))
         cloud, rgb = artifacts.keyframe_cloud(k)
-        found = detector.detect(DetectorInput(cloud, frame.timestamp_us, rgb))
+        found = detector.detect(DetectorInput(cloud, frame.timestamp_us, rgb, ego_SE3_lidar))
+        found_flags = unflagged(found)
         if check is not None and len(found):
-            # Camera poses at each exposure relative to the keyframe, when the dataset's poses are the ones used.
-            same_poses = clip.has_poses and not config.fusion.recompute_poses
             cameras = [
                 CameraPose.from_image(image, frame.world_SE3_ego) if same_poses else CameraPose.from_rig(image.camera)
                 for image in frame.cameras.values()
             ]
-            found = cross_check(found, cloud, rgb, cameras, check).rescored(found)
+            checked = cross_check(found, cloud, rgb, cameras, check)
+            found, found_flags = checked.rescored(found), checked.flags
         detections.append(found)
-    _save_detections(path, detections)
-    return StageOutput(detections, key, False)
+        flags.append(found_flags)
+    stage = DetectionStage(tuple(detections), tuple(flags))
+    _save_detections(path, stage)
+    return StageOutput(stage, key, False)
 
 
 def tracking_output(
@@ -525,7 +586,7 @@ def run_clip(
 
     start = time.perf_counter()
     detection = detection_output(clip, artifacts, fusion.key, home, config, report)
-    detections: list[Detections3D] = detection.value
+    detections = detection.value.detections
     timed(Stage.DETECTION, detection.cached, start, f"{sum(len(d) for d in detections)} boxes")
 
     start = time.perf_counter()
@@ -549,7 +610,7 @@ def run_clip(
     result = store.write_prelabels(
         ClipKey(clip.source.value, clip.name),
         frames,
-        track_labels(tracks),
+        track_labels(tracks, [track_review_flags(t, detection.value.flags) for t in tracks]),
         Provenance(config.detector, parameters_hash, version),
         root=str(clip.root),
     )
@@ -566,11 +627,6 @@ def run_clip(
         boxes=sum(len(t.frame_indices) for t in tracks),
         artifacts=str(artifacts.path),
     )
-
-
-def _detector_config(config: PipelineConfig) -> Any:
-    """The detector's parameters as hashed: its default configuration object, when it has one."""
-    return {"name": config.detector, "config": getattr(DETECTORS[config.detector](), "config", None)}
 
 
 def _open_cached_artifacts(path: Path, key: str) -> ClipArtifacts | None:

@@ -23,9 +23,10 @@ import numpy as np
 
 from autolabel.categories import Category, category_from_nuscenes
 from autolabel.datasets.model import Clip, FrameLabels
+from autolabel.datasets.nuscenes import world_boxes
 from autolabel.labels import frame_labels
 from autolabel.poses import odometry_poses
-from calibration import EGO_FRAME, SE3, WORLD_FRAME, Boxes3D, InputError
+from calibration import EGO_FRAME, WORLD_FRAME, InputError
 from tracking import Detections, Track, TrackerConfig, TrackingMode, track_clip
 
 
@@ -126,22 +127,16 @@ def nuscenes_frame_detections(clip: Clip, results: dict[str, list[dict[str, Any]
     out = []
     for frame in clip.frames:
         boxes = results.get(frame.token, [])
-        rows, velocity, scores, categories = [], [], [], []
-        for box in boxes:
-            w, length, h = box["size"]
-            yaw = SE3.from_quaternion_wxyz(box["rotation"], np.zeros(3)).yaw_rad
-            rows.append([*box["translation"], length, w, h, yaw])
-            velocity.append(box.get("velocity", [np.nan, np.nan])[:2])
-            scores.append(box["detection_score"])
-            name = box["detection_name"]
-            categories.append(Category(name) if name in Category._value2member_map_ else category_from_nuscenes(name))
-        world = Boxes3D(np.array(rows).reshape(-1, 7), WORLD_FRAME, np.array(velocity, dtype=float).reshape(-1, 2))
+        world = world_boxes(boxes, [box.get("velocity", [np.nan, np.nan])[:2] for box in boxes])
+        names = [box["detection_name"] for box in boxes]
         out.append(
             FrameLabels(
                 boxes=world.transform(frame.world_SE3_ego.inverse(), EGO_FRAME),
-                track_ids=tuple(f"d{i}" for i in range(len(rows))),
-                categories=tuple(categories),
-                scores=np.array(scores, dtype=float),
+                track_ids=tuple(f"d{i}" for i in range(len(boxes))),
+                categories=tuple(
+                    Category(n) if n in Category._value2member_map_ else category_from_nuscenes(n) for n in names
+                ),
+                scores=np.array([box["detection_score"] for box in boxes], dtype=float),
             )
         )
     return out

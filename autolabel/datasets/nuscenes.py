@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -146,18 +146,27 @@ def _camera(nusc, dataroot: Path, sd: Mapping, channel: str) -> CameraImage:
     return CameraImage(camera, int(sd["timestamp"]), dataroot / sd["filename"], world_SE3_ego)
 
 
+def world_boxes(records: Sequence[Mapping], velocities: Sequence[Sequence[float]]) -> Boxes3D:
+    """Global-frame boxes of nuScenes box records (``translation``, ``size`` as ``wlh``, ``rotation`` as a wxyz
+    quaternion: annotations and result boxes alike); ``wlh`` -> ``lwh`` here, at the boundary.
+
+    Args:
+        velocities: (N, 2) ``vx, vy`` per record (NaN where unknown).
+    """
+    rows = [[*r["translation"], r["size"][1], r["size"][0], r["size"][2], _pose(r).yaw_rad] for r in records]
+    return Boxes3D(
+        np.array(rows, dtype=np.float64).reshape(-1, 7),
+        WORLD_FRAME,
+        np.array(velocities, dtype=np.float64).reshape(-1, 2),
+    )
+
+
 def _ground_truth(nusc, sample: Mapping, ego_SE3_world: SE3) -> FrameLabels:
-    """The sample's annotations as ego-frame labels (``wlh`` -> ``lwh`` here, at the boundary)."""
+    """The sample's annotations as ego-frame labels."""
     anns = [nusc.get("sample_annotation", token) for token in sample["anns"]]
     if not anns:
         return FrameLabels.empty()
-    rows, velocities = [], []
-    for ann in anns:
-        w, l, h = ann["size"]
-        yaw = _pose(ann).yaw_rad
-        rows.append([*ann["translation"], l, w, h, yaw])
-        velocities.append(nusc.box_velocity(ann["token"])[:2])
-    boxes_world = Boxes3D(np.array(rows), WORLD_FRAME, np.array(velocities))
+    boxes_world = world_boxes(anns, [nusc.box_velocity(ann["token"])[:2] for ann in anns])
     attributes = [
         nusc.get("attribute", ann["attribute_tokens"][0])["name"] if ann["attribute_tokens"] else "" for ann in anns
     ]

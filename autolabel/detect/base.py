@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from autolabel.categories import Category
-from calibration import EGO_FRAME, Boxes3D, InputError
+from calibration import EGO_FRAME, SE3, Boxes3D, InputError
 
 POINT_COLUMNS = ("x", "y", "z", "intensity", "dt_s")
 
@@ -27,11 +27,14 @@ class DetectorInput:
             capture time minus the keyframe time (older sweeps negative), so moving objects smear along it.
         timestamp_us: keyframe time.
         rgb: optional (N, 3) uint8 painted colour (zeros where no camera saw the point).
+        ego_SE3_lidar: optional pose of the lidar in the ego frame, for models that work in the sensor's frame
+            (an mmdet3d model); None: the lidar frame is the ego frame.
     """
 
     points: np.ndarray
     timestamp_us: int
     rgb: np.ndarray | None = None
+    ego_SE3_lidar: SE3 | None = None
 
     def __post_init__(self) -> None:
         points = np.asarray(self.points)

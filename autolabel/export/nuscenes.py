@@ -222,6 +222,16 @@ def write_annotation_tables(clip: Clip, labels_per_frame: Sequence[FrameLabels],
     open_nuscenes.cache_clear()  # the devkit database cached by the reader is stale now
 
 
+SENSOR_FOLDERS = ("samples", "sweeps", "maps")
+
+
+def link_sensor_folders(source: Path, dataroot: Path) -> None:
+    """Symlink the sensor data and map folders of the ``source`` dataroot that exist into ``dataroot``."""
+    for folder in SENSOR_FOLDERS:
+        if (source / folder).exists():
+            os.symlink(source / folder, dataroot / folder)
+
+
 def export_dataroot(out: Path, clip: Clip, labels_per_frame: Sequence[FrameLabels]) -> Path:
     """A nuScenes dataroot at ``out`` whose annotations of ``clip`` are ``labels_per_frame``.
 
@@ -240,9 +250,7 @@ def export_dataroot(out: Path, clip: Clip, labels_per_frame: Sequence[FrameLabel
         tables.mkdir()
         for table in (source / version).glob("*.json"):
             shutil.copyfile(table, tables / table.name)
-        for folder in ("samples", "sweeps", "maps"):
-            if (source / folder).exists():
-                os.symlink(source / folder, staging / folder)
+        link_sensor_folders(source, staging)
         write_annotation_tables(clip, labels_per_frame, tables)
         write_results(staging / "results" / "detection_results.json", detection_results(clip, labels_per_frame))
         write_results(staging / "results" / "tracking_results.json", tracking_results(clip, labels_per_frame))

@@ -34,6 +34,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -149,6 +150,8 @@ class TrackRow(Base):
     human_touched: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Review flag -> number of boxes with it, from the run that last wrote the track ({} when none).
+    review_flags: Mapped[dict] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
 
 
 class BoxRow(Base):

@@ -182,6 +182,7 @@ def write_run(
         track.score = labels.score
         track.static = labels.static
         track.fixed_l_m, track.fixed_w_m, track.fixed_h_m = labels.fixed_size_lwh or (None, None, None)
+        track.review_flags = dict(labels.review_flags)
         track.updated_at = now
         session.flush()
         previous = latest.get(track.id, {})

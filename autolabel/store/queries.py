@@ -242,6 +242,7 @@ def track_info_of(row: TrackRow, num_boxes: int) -> TrackInfo:
         fixed_size_lwh=size,
         human_touched=row.human_touched,
         num_boxes=num_boxes,
+        review_flags=row.review_flags or {},
     )
 
 

@@ -50,6 +50,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from autolabel.categories import Category
 from autolabel.settings import Settings
+from autolabel.store.acceptance import Acceptance, clip_acceptance
 from autolabel.store.engine import create_store_engine, default_database_url, is_sqlite, writer
 from autolabel.store.migrate import run_migrations
 from autolabel.store.models import AuditRow, BoxRow, ClipRow, FrameRow, RunRow, TrackRow
@@ -109,6 +110,7 @@ from autolabel.store.types import (
     TrackLabels,
     check_author,
     check_frames,
+    flagged_boxes,
     parse_category,
 )
 from calibration import Box3D, InputError
@@ -342,6 +344,7 @@ class LabelStore:
                 human_touched=True,
                 created_at=now,
                 updated_at=now,
+                review_flags={},
             )
             session.add(track)
             session.flush()
@@ -491,6 +494,13 @@ class LabelStore:
             rows = session.scalars(select(TrackRow).where(TrackRow.clip_id == clip.id).order_by(TrackRow.track_key))
             return tuple(track_info_of(t, counts.get(t.id, 0)) for t in rows)
 
+    def review_queue(self, clip_key: ClipKey) -> tuple[TrackInfo, ...]:
+        """The clip's live tracks still to review (``prelabeled``, ``in_review``), most flagged boxes first, then
+        by ascending score (then key)."""
+        pending = (ReviewState.PRELABELED, ReviewState.IN_REVIEW)
+        live = (t for t in self.tracks(clip_key) if t.num_boxes and t.review_state in pending)
+        return tuple(sorted(live, key=lambda t: (-flagged_boxes(t.review_flags), t.score, t.track_key)))
+
     def frames(self, clip_key: ClipKey) -> tuple[FrameRecord, ...]:
         with self._reading() as session:
             return load_frames(session, clip_row(session, clip_key).id)
@@ -498,6 +508,11 @@ class LabelStore:
     def clip_info(self, clip_key: ClipKey) -> ClipInfo:
         with self._reading() as session:
             return clip_info_of(session, clip_row(session, clip_key))
+
+    def acceptance(self, clip_key: ClipKey) -> Acceptance:
+        """What reviewers did with the clip's pre-labels (:mod:`autolabel.store.acceptance`)."""
+        with self._reading() as session:
+            return clip_acceptance(session, clip_row(session, clip_key))
 
     def list_clips(self, *, state: ReviewState | None = None) -> tuple[ClipInfo, ...]:
         """Every clip (or those in ``state``) with counts, ordered by source and name."""

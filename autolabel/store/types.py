@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from numbers import Integral
 from types import MappingProxyType
 
 import numpy as np
@@ -143,6 +144,23 @@ def _frozen(values: object, dtype: type, shape: tuple[int, ...], what: str) -> n
     return array
 
 
+def check_review_flags(flags: Mapping[str, int], what: str) -> Mapping[str, int]:
+    """A read-only copy of flag -> box count, sorted by flag, without zero counts."""
+    out = {}
+    for flag, count in sorted(dict(flags).items()):
+        _check_key(flag, f"{what}: review flag")
+        if isinstance(count, bool) or not isinstance(count, Integral) or count < 0:
+            raise InputError(f"{what}: review flag {flag!r} count must be a non-negative integer, got {count!r}")
+        if count:
+            out[flag] = int(count)
+    return MappingProxyType(out)
+
+
+def flagged_boxes(flags: Mapping[str, int]) -> int:
+    """How many flags a track's boxes carry in all (the review queue's first ordering key)."""
+    return sum(flags.values())
+
+
 @dataclass(frozen=True, eq=False)
 class TrackLabels:
     """One pipeline track to store: K boxes in the world frame.
@@ -158,6 +176,8 @@ class TrackLabels:
         confidences: optional (K,) label confidence (e.g. from refinement), NaN where not estimated.
         static: the object does not move (one world box).
         fixed_size_lwh: the track's refined size ``(l, w, h)`` in metres, if fixed.
+        review_flags: review flag (e.g. a camera cross-check's ``free_space_conflict``) -> number of the
+            track's boxes carrying it; empty when nothing was flagged.
     """
 
     track_key: str
@@ -170,9 +190,11 @@ class TrackLabels:
     confidences: np.ndarray | None = None
     static: bool = False
     fixed_size_lwh: tuple[float, float, float] | None = None
+    review_flags: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         what = f"track {self.track_key!r}"
+        object.__setattr__(self, "review_flags", check_review_flags(self.review_flags, what))
         _check_key(self.track_key, "track key")
         object.__setattr__(self, "category", parse_category(self.category, what))
         if not np.isfinite(self.score):
@@ -213,7 +235,11 @@ class TrackLabels:
 
 @dataclass(frozen=True)
 class TrackInfo:
-    """A track's current attributes; ``num_boxes`` counts its current (not deleted) boxes."""
+    """A track's current attributes; ``num_boxes`` counts its current (not deleted) boxes.
+
+    ``review_flags`` are those of the pipeline run that last wrote the track (flag -> number of boxes;
+    empty when nothing was flagged); human edits keep them.
+    """
 
     track_key: str
     category: Category
@@ -223,6 +249,10 @@ class TrackInfo:
     fixed_size_lwh: tuple[float, float, float] | None
     human_touched: bool
     num_boxes: int
+    review_flags: Mapping[str, int] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "review_flags", check_review_flags(self.review_flags, f"track {self.track_key!r}"))
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from autolabel.cli import main
 from autolabel.datasets.model import ClipSource
 from autolabel.datasets.nuscenes import load_nuscenes_clip
 from autolabel.labels import stored_frame_labels
-from autolabel.pipeline import ClipSpec, PipelineConfig, run_clip
+from autolabel.pipeline import ClipSpec, PipelineConfig, _load_tracks, run_clip
 from autolabel.store import ClipKey, open_store
 from tracking import TrackingMode
 
@@ -63,8 +64,29 @@ def test_run_stores_labels_that_pass_a_floor_and_reuses_caches(simulated_root, h
     assert metrics["detection"]["mAP"] > 0.1
     assert metrics["tracking"]["amota"] >= 0.0
     assert metrics["automation_rate"] > 0.05
+    # Nobody has reviewed yet: every stored box is a pending pre-label.
+    assert metrics["acceptance"]["pending"] == metrics["acceptance"]["prelabels"] > 0
     assert main(["evaluate", *source]) == 0
-    assert "devkit mAP" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "devkit mAP" in out and "no review decisions yet" in out
+
+
+def _assert_stored_flags_match_the_cached_detections(home: Path, tracks: dict[str, dict[str, int]]) -> None:
+    """Each stored track's review flags count the cached cross-check flags of its detected boxes (``ok`` left out)."""
+    (detections,) = (home / "cache" / "detections").glob("*.npz")
+    with np.load(detections) as data:
+        per_frame = np.split(data["flags"], np.cumsum(data["counts"])[:-1])
+    (refined,) = (home / "cache" / "refined").glob("*.npz")
+    expected = {}
+    for track in _load_tracks(refined):
+        detected = [
+            per_frame[f][d] for f, d in zip(track.frame_indices, track.detection_indices, strict=True) if d >= 0
+        ]
+        expected[str(track.track_id)] = dict(Counter(str(f) for f in detected if f != "ok"))
+        assert sum(tracks[str(track.track_id)].values()) <= len(detected)
+    assert tracks == expected
+    # As many tracks are flagged as the detections say: some when a tracked detection is flagged, else none.
+    assert any(tracks.values()) == any(expected.values())
 
 
 def test_a_crash_mid_run_keeps_the_previous_labels(simulated_root, home, monkeypatch) -> None:
@@ -73,6 +95,10 @@ def test_a_crash_mid_run_keeps_the_previous_labels(simulated_root, home, monkeyp
         run_clip(spec, home, store, torch.device("cpu"))
         key = ClipKey("nuscenes", SCENE)
         before = stored_frame_labels(store.current_labels(key))
+        # (The same run checked for the cross-check's review flags reaching the store.)
+        _assert_stored_flags_match_the_cached_detections(
+            home, {t.track_key: dict(t.review_flags) for t in store.tracks(key)}
+        )
 
         def broken(*args, **kwargs):
             raise RuntimeError("tracker crashed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
@@ -18,9 +19,18 @@ from autolabel.store.models import Base
 from calibration import InputError
 
 
+def _json_default_differs(context, inspected_column, metadata_column, inspected, metadata, rendered) -> bool | None:
+    """Postgres has no ``json = json``, so Alembic's server-side comparison of JSON defaults fails: compare
+    their text (Postgres reports ``'{}'::json``); other columns get Alembic's own comparison (``None``)."""
+    if not isinstance(metadata_column.type, sa.JSON) or inspected is None or rendered is None:
+        return None
+    return inspected.removesuffix("::json") != rendered
+
+
 def _diff(engine: sa.Engine) -> list:
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True, "compare_server_default": True})
+        options = {"compare_type": True, "compare_server_default": _json_default_differs}
+        context = MigrationContext.configure(connection, opts=options)
         return compare_metadata(context, Base.metadata)
 
 
@@ -73,7 +83,7 @@ def test_store_tables_without_revision_are_refused(sqlite_url):
 def test_no_alembic_ini_and_one_head():
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert not (MIGRATIONS_DIR.parents[2] / "alembic.ini").exists()
-    assert head_revision() == "0001"
+    assert head_revision() == "0002"
 
 
 def test_default_url_is_a_sqlite_file_in_the_workspace(tmp_path, monkeypatch, build):
@@ -136,3 +146,49 @@ def test_concurrent_first_opens_migrate_once(empty_url):
             assert current_revisions(connection) == (head_revision(),)
     finally:
         engine.dispose()
+
+
+def _table_0001(name: str, *columns: str) -> sa.TableClause:
+    """A lightweight table of revision 0001's columns (``created_at`` and ``updated_at`` as UTC times)."""
+    from autolabel.store.models import UTCDateTime
+
+    times = (sa.column("created_at", UTCDateTime()), sa.column("updated_at", UTCDateTime()))
+    return sa.table(name, *(sa.column(c) for c in columns), *times)
+
+
+def test_upgrade_from_0001_gives_old_tracks_no_review_flags(empty_url, build):
+    from datetime import UTC, datetime
+
+    clips = _table_0001("clips", "id", "source", "name", "root", "review_state")
+    tracks = _table_0001(
+        "tracks", "clip_id", "track_key", "category", "score", "review_state", "static", "human_touched"
+    )
+    times = {"created_at": datetime(2026, 1, 2, tzinfo=UTC), "updated_at": datetime(2026, 1, 2, tzinfo=UTC)}
+    engine = create_store_engine(empty_url)
+    try:
+        with writer(engine).begin() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")
+            clip = {"source": build.clip.source, "name": build.clip.name, "root": "", "review_state": "prelabeled"}
+            connection.execute(sa.insert(clips).values(**clip, **times))
+            clip_id = connection.scalar(sa.select(clips.c.id))
+            track = {"track_key": "old", "category": "car", "score": 0.5, "review_state": "prelabeled"}
+            flags = {"static": False, "human_touched": False}
+            connection.execute(sa.insert(tracks).values(clip_id=clip_id, **track, **flags, **times))
+        with engine.connect() as connection:
+            assert current_revisions(connection) == ("0001",)
+        assert run_migrations(engine) == head_revision() == "0002"
+        assert _diff(engine) == []
+    finally:
+        engine.dispose()
+    with open_store(empty_url) as store:
+        (old,) = store.tracks(build.clip)
+        assert (old.track_key, dict(old.review_flags)) == ("old", {})
+        # The upgraded store takes flags as a new one does.
+        flagged = replace(build.track("new", [0, 1]), review_flags={"low_support": 2})
+        store.write_prelabels(build.clip, build.frames(), [flagged], build.provenance)
+        assert {t.track_key: dict(t.review_flags) for t in store.tracks(build.clip)} == {
+            "new": {"low_support": 2},
+            "old": {},
+        }
