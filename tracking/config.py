@@ -188,6 +188,10 @@ class OffboardConfig:
             fraction of the shorter one's detections.
         stitch_max_gap_s: the longest gap (end of one track to start of the next) that stitching joins.
         interpolate_max_gap_s: gaps up to this long are filled with interpolated boxes (None: all gaps).
+        split_jump_m: a track is cut between two of its detections farther apart than this whose speed is
+            more than ``split_speed_ratio`` times the speed of the neighbouring steps (plus 1 m/s): a jump to
+            another object (a parked car's track taking over its neighbour's detections), not motion.
+        split_speed_ratio: see ``split_jump_m``.
         min_detections: tracks with fewer detected boxes are removed.
         min_track_score: tracks with a lower track score (mean detection score) are removed.
     """
@@ -196,6 +200,8 @@ class OffboardConfig:
     merge_min_share: float = 0.5
     stitch_max_gap_s: float = 5.0
     interpolate_max_gap_s: float | None = None
+    split_jump_m: float = 2.0
+    split_speed_ratio: float = 3.0
     min_detections: int = 3
     min_track_score: float = 0.25
 

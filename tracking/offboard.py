@@ -189,6 +189,31 @@ def stitch(claims: Claims, clip: ClipArrays, table: ClassTable, labels: np.ndarr
     return new_ids
 
 
+def split_jumps(claims: Claims, clip: ClipArrays, min_jump_m: float, speed_ratio: float) -> np.ndarray:
+    """(R,) object ids of the sorted ``claims`` with each object cut where it jumps.
+
+    A step between consecutive detections of an object is a jump when it is longer than ``min_jump_m`` and its
+    speed exceeds ``speed_ratio`` times the faster of the neighbouring steps' speeds plus 1 m/s (a standing car
+    that "moves" 2.8 m in 0.5 s onto the next parking bay and stands again); steady fast motion and smooth
+    acceleration are no jumps. Objects of one or two steps are never cut (no neighbouring step to compare).
+    """
+    ids = claims.object_ids
+    if len(ids) < 3:
+        return ids.copy()
+    xy = clip.boxes[claims.keys, :2]
+    t_s = clip.timestamps_us[claims.frame_indices] * 1e-6
+    same = np.concatenate([[False], ids[1:] == ids[:-1]])
+    step = np.concatenate([[0.0], np.linalg.norm(np.diff(xy, axis=0), axis=1)])
+    dt = np.concatenate([[1.0], np.diff(t_s)])
+    speed = np.where(same, step / np.maximum(dt, 1e-6), np.nan)
+    before = np.concatenate([[np.nan], speed[:-1]])
+    after = np.where(np.concatenate([same[1:], [False]]), np.concatenate([speed[1:], [np.nan]]), np.nan)
+    neighbour = np.fmax(before, after)  # NaN only where neither neighbouring step exists
+    with np.errstate(invalid="ignore"):
+        jump = same & (step > min_jump_m) & (speed > speed_ratio * neighbour + 1.0)
+    return np.cumsum(~same | jump) - 1
+
+
 def offboard_tracks(
     forward: PassRecords, backward: PassRecords, clip: ClipArrays, table: ClassTable, config: OffboardConfig
 ) -> list[Track]:
@@ -203,6 +228,8 @@ def offboard_tracks(
     claims = Claims(dense, claims.frame_indices, claims.keys, claims.velocities, claims.support)
     joined = stitch(claims, clip, table, labels, config.stitch_max_gap_s)
     claims = Claims(joined[dense], claims.frame_indices, claims.keys, claims.velocities, claims.support).sorted()
+    cut = split_jumps(claims, clip, config.split_jump_m, config.split_speed_ratio)
+    claims = Claims(cut, claims.frame_indices, claims.keys, claims.velocities, claims.support)
 
     rows = claims.select(np.flatnonzero(_strong_objects(claims.object_ids, clip.scores[claims.keys], config)))
     yaws = consistent_yaws(rows.object_ids, clip.boxes[rows.keys, 6], clip.scores[rows.keys])

@@ -109,6 +109,21 @@ def test_stitching_joins_tracks_broken_by_a_gap_longer_than_the_memory() -> None
     assert [(t.first_frame, t.last_frame) for t in tracks] == [(0, 19), (40, 59)]
 
 
+def test_a_parked_car_track_does_not_jump_to_the_next_bay() -> None:
+    # Two cars parked side by side 2.8 m apart; the detector sees the first until frame 9 and the second from
+    # frame 12 on. Their boxes are close enough (BEV GIoU -0.19) for the first car's track to take the second
+    # car's detections: offboard, the 2.8 m jump of a standing track cuts it into the two cars.
+    a, b = path(30, (10.0, 0.0), (0.0, 0.0)), path(30, (10.0, 2.8), (0.0, 0.0))
+    objects = [script(0, "car", *a, seen=frames_mask(30, 0, 10)), script(1, "car", *b, seen=frames_mask(30, 12, 30))]
+    scenario = build(objects, noise_m=0.05)
+    tracks = track_clip(scenario.frames, TrackerConfig(), OFFBOARD)
+    assert [(t.first_frame, t.last_frame, t.num_detected) for t in tracks] == [(0, 9, 10), (12, 29, 18)]
+    assert [truth_of_track(t, scenario) for t in tracks] == [{0}, {1}]
+    no_split = OffboardConfig(split_jump_m=math.inf)
+    (joined,) = track_clip(scenario.frames, TrackerConfig(offboard=no_split), OFFBOARD)
+    assert truth_of_track(joined, scenario) == {0, 1}
+
+
 def test_car_that_stops_and_starts_keeps_one_track() -> None:
     speed = np.concatenate([np.linspace(10.0, 0.0, 20), np.zeros(20), np.linspace(0.0, 10.0, 20)])
     xy, yaw = path(60, (0.0, 0.0), np.column_stack([speed, np.zeros(60)]))
