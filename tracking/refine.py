@@ -19,9 +19,11 @@ so one correction propagates along the track.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from calibration import Boxes3D, InputError, wrap_angle_rad
@@ -345,17 +347,56 @@ def _gather(
     lidar = cache.lidar
     smear = np.zeros(2) if velocity_xy is None else np.abs(velocity_xy) * lidar.max_abs_dt_s[frame]
     points = cache.near(frame, center - reach - smear, center + reach + smear)  # earlier sweeps lie behind
-    xy = points[:, :2]
-    if velocity_xy is not None and lidar.dt_column is not None and points.shape[0]:
-        xy = xy - points[:, lidar.dt_column, None] * velocity_xy[None, :]
-    local = (xy - center) @ _rotation(yaw)  # rows: R^T (p - c)
-    z = points[:, 2]
-    inner = np.all(np.abs(local) <= half + margin_m, axis=1)
-    outer = np.all(np.abs(local) <= half + ring_m, axis=1)
-    search = (z >= bottom - 1.0) & (z <= bottom + height + 1.0)
-    ring = outer & ~inner & (z <= bottom + 0.8) & (z >= bottom - 1.0)
+    moved = velocity_xy is not None and lidar.dt_column is not None
+    v = velocity_xy if moved else np.zeros(2)
+    xy, z, ring_z = _gather_points(
+        points, lidar.dt_column if moved else -1, v[0], v[1], center[0], center[1], yaw, half[0], half[1],
+        margin_m, ring_m, bottom, height,
+    )  # fmt: skip
     sensor = (lidar.sensor_xyz_m[frame, :2] - center) @ _rotation(yaw)
-    return _Gathered(local[inner & search], z[inner & search], z[ring], sensor)
+    return _Gathered(xy, z, ring_z, sensor)
+
+
+@numba.njit(cache=True)
+def _gather_points(
+    points: np.ndarray,
+    dt_column: int,
+    vx: float,
+    vy: float,
+    cx: float,
+    cy: float,
+    yaw: float,
+    hx: float,
+    hy: float,
+    margin: float,
+    ring: float,
+    bottom: float,
+    height: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over (M, C) points: moved by ``-dt * v`` (``dt_column`` >= 0), turned into the box frame; returns
+    the (n, 2) box-frame xy and (n,) heights of those in the footprint grown by ``margin`` and within 1 m of the
+    box's height range, and the (m,) heights of those in the ring out to ``ring`` up to 0.8 m above the bottom."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    n = points.shape[0]
+    xy = np.empty((n, 2))
+    z_in = np.empty(n)
+    z_ring = np.empty(n)
+    k = r = 0
+    for i in range(n):
+        x, y, z = points[i, 0], points[i, 1], points[i, 2]
+        if dt_column >= 0:
+            x -= points[i, dt_column] * vx
+            y -= points[i, dt_column] * vy
+        dx, dy = x - cx, y - cy
+        u, w = c * dx + s * dy, -s * dx + c * dy
+        if abs(u) <= hx + margin and abs(w) <= hy + margin:
+            if bottom - 1.0 <= z <= bottom + height + 1.0:
+                xy[k, 0], xy[k, 1], z_in[k] = u, w, z
+                k += 1
+        elif abs(u) <= hx + ring and abs(w) <= hy + ring and bottom - 1.0 <= z <= bottom + 0.8:
+            z_ring[r] = z
+            r += 1
+    return xy[:k].copy(), z_in[:k].copy(), z_ring[:r].copy()
 
 
 def _fit_params(config: RefineConfig, prior: ClassPrior) -> FitParams:
