@@ -172,17 +172,21 @@ class ClipArtifacts:
         start, stop = (int(v) for v in self.root["keyframes/sweep_range"][frame])
         timestamps = self.root["sweeps/timestamp_us"][start:stop]
         ref_us = int(self.root["keyframes/timestamp_us"][frame])
-        parts = [self.sweep(s) for s in range(start, stop)]
+        # The keyframe's sweeps are consecutive rows of the ragged arrays: one read per array, then split.
+        group = self.root["sweeps"]
+        offsets = group["offsets"][start : stop + 1]
+        rows = slice(int(offsets[0]), int(offsets[-1]))
+        cuts = (offsets[1:-1] - offsets[0]).astype(np.int64)
+        world = group["world"][rows].astype(np.float64) + np.asarray(group.attrs["world_origin_m"])
+        intensity = group["points"][rows][:, 3]
+        offsets_s = np.split(group["time_offset_s"][rows], cuts)
         cloud = combine(
-            [p["world"] for p in parts],
-            [p["points"][:, 3] for p in parts],
-            [
-                point_dt_s(int(t), p["time_offset_s"], len(p["points"]), ref_us)
-                for t, p in zip(timestamps, parts, strict=True)
-            ],
+            np.split(world, cuts),
+            np.split(intensity, cuts),
+            [point_dt_s(int(t), o, len(o), ref_us) for t, o in zip(timestamps, offsets_s, strict=True)],
             self.world_SE3_ego(frame),
         )
-        return cloud, np.concatenate([p["rgb"] for p in parts])
+        return cloud, group["rgb"][rows]
 
     def world_clouds(self) -> list[np.ndarray]:
         """Per keyframe its multi-sweep cloud in the world frame, (M, 5) float64 ``x, y, z, intensity, dt_s``.
