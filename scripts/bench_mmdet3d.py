@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autolabel.detect import DetectorInput, GeometricDetector, Mmdet3dConfig, Mmdet3dDetector  # noqa: E402
+from autolabel.detect.mmdet3d_model import random_weight_checkpoint  # noqa: E402
 from autolabel.sim.scenario import Profile  # noqa: E402
 from scripts.bench_detect import DEFAULT_CACHE, Suite, load_suite  # noqa: E402
 from scripts.bench_simulate import replace_section  # noqa: E402
@@ -34,19 +35,6 @@ MODELS = {  # name -> config under mmdet3d's bundled configs
     "PointPillars nuScenes (FPN)": "pointpillars/pointpillars_hv_fpn_sbn-all_8xb4-2x_nus-3d.py",
     "CenterPoint pillar 0.2 nuScenes": "centerpoint/centerpoint_pillar02_second_secfpn_8xb4-cyclic-20e_nus-3d.py",
 }
-
-
-def random_checkpoint(config: Path, out: Path) -> Path:
-    """A checkpoint of the config's model with random weights (seeded)."""
-    import torch
-    from mmdet3d.apis import init_model
-    from mmengine.config import Config
-
-    torch.manual_seed(0)
-    model = init_model(str(config), None, device="cpu")
-    meta = {"dataset_meta": {"classes": list(Config.fromfile(str(config)).class_names)}}
-    torch.save({"state_dict": model.state_dict(), "meta": meta}, out)
-    return out
 
 
 def time_detector(detector, frames: list[DetectorInput]) -> tuple[float, int]:
@@ -87,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("built-in geometric", ms, found))
     with tempfile.TemporaryDirectory() as tmp:
         for name, relative in MODELS.items():
-            checkpoint = random_checkpoint(configs / relative, Path(tmp) / "model.pth")
+            checkpoint = random_weight_checkpoint(configs / relative, Path(tmp) / "model.pth")
             config = Mmdet3dConfig.from_files(configs / relative, checkpoint, device="cpu", score_threshold=0.1)
             ms, found = time_detector(Mmdet3dDetector(config), frames)
             rows.append((name, ms, found))

@@ -33,7 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -261,59 +261,59 @@ def target_lines(track: dict[Mode, dict[str, Any]], bev: dict[Mode, dict[str, fl
     return lines
 
 
+def mode_table(
+    parts: dict[str, dict[Mode, Any]], columns: Sequence[str], cells: Callable[[Any], list[str]]
+) -> list[str]:
+    """Markdown: one row per part and mode (:data:`SHOWN`), ``columns`` after part and mode, filled by ``cells``
+    from that part's figures of the mode."""
+    lines = ["| " + " | ".join(["part", "mode", *columns]) + " |", "|---" * (2 + len(columns)) + "|"]
+    for part, modes in parts.items():
+        lines += [f"| {part} | {mode.value} | " + " | ".join(cells(modes[mode])) + " |" for mode in SHOWN]
+    return lines
+
+
 def tracking_table(parts: dict[str, dict[Mode, dict[str, Any]]]) -> list[str]:
     """Markdown: devkit tracking figures, one row per part and mode."""
-    head = "| part | mode | AMOTA | " + " | ".join(f"AMOTA {c}" for c in TRACK_CLASSES) + " | AMOTP | MOTA | recall |"
-    lines = [head + " IDS | IDS car | FRAG | FP | FN |", "|---" * (2 + 1 + len(TRACK_CLASSES) + 3 + 5) + "|"]
-    for part, modes in parts.items():
-        for mode in SHOWN:
-            s = modes[mode]
-            per = s["per_class"]
-            lines.append(
-                f"| {part} | {mode.value} | **{fmt(s['amota'])}** | "
-                + " | ".join(fmt(per["amota"][c]) for c in TRACK_CLASSES)
-                + f" | {fmt(s['amotp'])} | {fmt(s['mota'])} | {fmt(s['recall'])} | {s['ids']:g} | "
-                f"{fmt(per['ids']['car'], 0)} | {s['frag']:g} | {s['fp']:g} | {s['fn']:g} |"
-            )
-    return lines
+    columns = ["AMOTA", *(f"AMOTA {c}" for c in TRACK_CLASSES), "AMOTP", "MOTA", "recall", "IDS", "IDS car", "FRAG"]
+
+    def cells(s: dict[str, Any]) -> list[str]:
+        per = s["per_class"]
+        return [
+            f"**{fmt(s['amota'])}**",
+            *(fmt(per["amota"][c]) for c in TRACK_CLASSES),
+            *(fmt(s[k]) for k in ("amotp", "mota", "recall")),
+            f"{s['ids']:g}",
+            fmt(per["ids"]["car"], 0),
+            *(f"{s[k]:g}" for k in ("frag", "fp", "fn")),
+        ]
+
+    return mode_table(parts, [*columns, "FP", "FN"], cells)
 
 
 def detection_table(parts: dict[str, dict[Mode, dict[str, Any]]]) -> list[str]:
     """Markdown: devkit detection figures of the stored labels, one row per part and mode."""
-    lines = ["| part | mode | mAP | NDS | car AP | pedestrian AP |", "|---" * 6 + "|"]
-    for part, modes in parts.items():
-        for mode in SHOWN:
-            s = modes[mode]
-            ap = s["per_class_AP"]
-            lines.append(
-                f"| {part} | {mode.value} | **{fmt(s['mAP'])}** | {fmt(s['NDS'])} | {fmt(ap['car'])} | "
-                f"{fmt(ap['pedestrian'])} |"
-            )
-    return lines
+
+    def cells(s: dict[str, Any]) -> list[str]:
+        ap = s["per_class_AP"]
+        return [f"**{fmt(s['mAP'])}**", fmt(s["NDS"]), fmt(ap["car"]), fmt(ap["pedestrian"])]
+
+    return mode_table(parts, ["mAP", "NDS", "car AP", "pedestrian AP"], cells)
 
 
 def bev_table(parts: dict[str, dict[Mode, dict[str, float]]]) -> list[str]:
-    lines = ["| part | mode | mean BEV IoU | median | pairs >= 0.7 | pairs / GT cars |", "|---" * 6 + "|"]
-    for part, modes in parts.items():
-        for mode in SHOWN:
-            s = modes[mode]
-            lines.append(
-                f"| {part} | {mode.value} | **{fmt(s['mean'])}** | {fmt(s['median'])} | {fmt(s['share_07'])} | "
-                f"{s['pairs']} / {s['gt']} |"
-            )
-    return lines
+    def cells(s: dict[str, float]) -> list[str]:
+        return [f"**{fmt(s['mean'])}**", fmt(s["median"]), fmt(s["share_07"]), f"{s['pairs']} / {s['gt']}"]
+
+    return mode_table(parts, ["mean BEV IoU", "median", "pairs >= 0.7", "pairs / GT cars"], cells)
 
 
 def clear_mot_table(parts: dict[str, dict[Mode, tuple[dict[str, float], dict[str, float]]]]) -> list[str]:
-    lines = ["| part | mode | IDS | FRAG | MOTA | matches | IDS car | MOTA car |", "|---" * 8 + "|"]
-    for part, modes in parts.items():
-        for mode in SHOWN:
-            every, car = modes[mode]
-            lines.append(
-                f"| {part} | {mode.value} | {every['num_switches']:g} | {every['num_fragmentations']:g} | "
-                f"{fmt(every['mota'])} | {every['num_matches']:g} | {car['num_switches']:g} | {fmt(car['mota'])} |"
-            )
-    return lines
+    def cells(figures: tuple[dict[str, float], dict[str, float]]) -> list[str]:
+        every, car = figures
+        counts = [f"{every[k]:g}" for k in ("num_switches", "num_fragmentations")]
+        return [*counts, fmt(every["mota"]), f"{every['num_matches']:g}", f"{car['num_switches']:g}", fmt(car["mota"])]
+
+    return mode_table(parts, ["IDS", "FRAG", "MOTA", "matches", "IDS car", "MOTA car"], cells)
 
 
 def timing_table(runs: Sequence[SceneRun]) -> list[str]:

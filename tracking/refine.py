@@ -617,19 +617,26 @@ def _fit_dynamic_size(problem: _Problem, fits: list[_FrameFit], size: np.ndarray
     sensors = np.array([f.sensor_xy for f in fits])
     pooled = fit_footprint(xy, ids, sensors, prior.mean[:2], prior.std[:2], None, _fit_params(config, prior))
     out = np.empty(3)
+    lo, hi = _plausible_range(problem)
     for axis in (0, 1):
-        whole = [f.free.size_lw[axis] for f in fits if f.free.complete[axis]]
-        whole = [v for v in whole if _plausible(np.array([v, v]), problem)[axis]]
+        whole = [v for f in fits if f.free.complete[axis] and lo[axis] <= (v := f.free.size_lw[axis]) <= hi[axis]]
         out[axis] = float(np.quantile(whole, _WHOLE_EXTENT_QUANTILE)) if whole else pooled.size_lw[axis]
-    out[:2] = np.where(_plausible(out[:2], problem), out[:2], _detected_lw(problem))
+    out[:2] = np.where((out[:2] >= lo) & (out[:2] <= hi), out[:2], _detected_lw(problem))
     out[2] = float(np.median([_top(f.heights, config) for f in fits]))
     return out
 
 
-def _plausible(size_lw: np.ndarray, problem: _Problem) -> np.ndarray:
-    """(2,) bool: length and width within ``max_size_deviation_std`` prior deviations of the class mean."""
+def _plausible_range(problem: _Problem) -> tuple[np.ndarray, np.ndarray]:
+    """(2,) low and high length and width: ``max_size_deviation_std`` prior deviations around the class mean."""
     prior = problem.prior
-    return np.abs(size_lw - prior.mean[:2]) <= problem.config.max_size_deviation_std * prior.std[:2]
+    spread = problem.config.max_size_deviation_std * prior.std[:2]
+    return prior.mean[:2] - spread, prior.mean[:2] + spread
+
+
+def _plausible(size_lw: np.ndarray, problem: _Problem) -> np.ndarray:
+    """(2,) bool: length and width within :func:`_plausible_range`."""
+    lo, hi = _plausible_range(problem)
+    return (size_lw >= lo) & (size_lw <= hi)
 
 
 def _detected_lw(problem: _Problem) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from autolabel.categories import Category
+from autolabel.categories import KITTI_TO_CATEGORY, Category
 from autolabel.detect.base import Detections3D, DetectorInput
 from calibration import EGO_FRAME, SE3, Boxes3D, InputError
 from calibration.boxes import wrap_angle_rad
@@ -40,12 +40,8 @@ INSTALL_HINT = "install the optional extra with `make mmdet3d` (builds mmcv 2.1.
 MMDET3D_TO_CATEGORY: dict[str, Category] = {
     # nuScenes (detection classes, the same names as ours)
     **{c.value: c for c in Category if c is not Category.OTHER},
-    # KITTI, Waymo
-    "pedestrian": Category.PEDESTRIAN,
-    "cyclist": Category.BICYCLE,
-    "van": Category.CAR,
-    "person_sitting": Category.PEDESTRIAN,
-    "tram": Category.BUS,
+    # KITTI, Waymo (KITTI's type names)
+    **{name.lower(): c for name, c in KITTI_TO_CATEGORY.items() if c is not Category.OTHER},
     # Lyft
     "emergency_vehicle": Category.CAR,
     "other_vehicle": Category.TRUCK,
@@ -195,12 +191,13 @@ class Mmdet3dDetector:
             raise InputError("the mmdet3d detector needs a model: --config CFG --checkpoint CKPT")
         self.config = config
         self._model: Any = None
+        self._infer: Any = None  # mmdet3d.apis.inference_detector, imported with the model
         self._layout: PointLayout | None = None
         self._categories: tuple[Category | None, ...] = ()
 
     def _load(self) -> None:
         try:
-            from mmdet3d.apis import init_model
+            from mmdet3d.apis import inference_detector, init_model
             from mmengine.config import Config
         except ImportError as error:
             raise InputError(f"the mmdet3d detector needs mmdet3d ({error}); {INSTALL_HINT}") from error
@@ -214,19 +211,17 @@ class Mmdet3dDetector:
         unknown = [n for n, c in zip(names, self._categories, strict=True) if c is None]
         if unknown:
             log.warning("mmdet3d model classes without a category of ours are dropped: %s", ", ".join(unknown))
-        self._model, self._layout = model, layout
+        self._model, self._layout, self._infer = model, layout, inference_detector
 
     def detect(self, frame: DetectorInput) -> Detections3D:
         if self._model is None:
             self._load()
         assert self._layout is not None
-        from mmdet3d.apis import inference_detector
-
         ego_SE3_lidar = frame.ego_SE3_lidar if frame.ego_SE3_lidar is not None else SE3.identity()
         points = model_points(
             frame, ego_SE3_lidar.inverse(), self._layout, self.config.sweep_period_s, self.config.intensity_scale
         )
-        result, _ = inference_detector(self._model, points)
+        result, _ = self._infer(self._model, points)
         found = result.pred_instances_3d
         tensor = found.bboxes_3d.tensor.detach().cpu().numpy()
         scores = found.scores_3d.detach().cpu().numpy().astype(np.float64)
@@ -236,3 +231,17 @@ class Mmdet3dDetector:
         keep = np.flatnonzero(known & (scores >= self.config.score_threshold))
         boxes = boxes_from_mmdet3d(tensor[keep], LIDAR_FRAME).transform(ego_SE3_lidar, EGO_FRAME)
         return Detections3D(boxes, scores[keep], tuple(categories[k] for k in keep))
+
+
+def random_weight_checkpoint(config_path: Path, out: Path, seed: int = 0) -> Path:
+    """A checkpoint at ``out`` of the config's model with seeded random weights and its class names (tests and
+    benchmarks: no trained weights can be downloaded)."""
+    import torch
+    from mmdet3d.apis import init_model
+    from mmengine.config import Config
+
+    torch.manual_seed(seed)
+    model = init_model(str(config_path), None, device="cpu")
+    meta = {"dataset_meta": {"classes": list(Config.fromfile(str(config_path)).class_names)}}
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, out)
+    return out

@@ -20,6 +20,7 @@ from autolabel.detect.mmdet3d_model import (
     boxes_to_mmdet3d,
     categories_of,
     model_points,
+    random_weight_checkpoint,
     strip_loaders,
 )
 from autolabel.pipeline import PipelineConfig
@@ -178,18 +179,10 @@ def test_our_boxes_agree_with_mmdet3d_box_structures() -> None:
 def _pointpillars_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
     """mmdet3d's bundled KITTI 3-class PointPillars config and a checkpoint of random weights."""
     import mmdet3d
-    import torch
-    from mmdet3d.apis import init_model
 
     configs = Path(mmdet3d.__file__).parent / ".mim" / "configs"
     config = configs / "pointpillars" / "pointpillars_hv_secfpn_8xb6-160e_kitti-3d-3class.py"
-    from mmengine.config import Config
-
-    torch.manual_seed(0)
-    model = init_model(str(config), None, device="cpu")
-    checkpoint = tmp_path / "pointpillars_random.pth"
-    meta = {"dataset_meta": {"classes": list(Config.fromfile(str(config)).class_names)}}
-    torch.save({"state_dict": model.state_dict(), "meta": meta}, checkpoint)
+    checkpoint = random_weight_checkpoint(config, tmp_path / "pointpillars_random.pth")
     return config, checkpoint
 
 
