@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import BloscCodec
 
 from autolabel.datasets.model import Clip
 from autolabel.fileio import atomic_directory
@@ -43,6 +45,9 @@ from fusion.odometry import OdometryResult
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 ROWS_PER_CHUNK = 1 << 16
+# LZ4 over byte-shuffled values: reads about twice as fast as zarr's default zstd at a smaller size
+# (20 s simulated clip, 12.5 M points: 1.0 s against 2.0 s to read the point arrays, 296 against 323 MB).
+COMPRESSORS = (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
 
 
 def clip_id(clip: Clip) -> str:
@@ -57,7 +62,15 @@ def artifact_path(home: Path, clip: Clip) -> Path:
 def _ragged(group: zarr.Group, name: str, parts: list[np.ndarray], dtype: str) -> None:
     data = np.concatenate(parts).astype(dtype) if parts else np.zeros((0,), dtype)
     chunks = (ROWS_PER_CHUNK, *data.shape[1:])
-    group.create_array(name, data=data, chunks=chunks)
+    group.create_array(name, data=data, chunks=chunks, compressors=COMPRESSORS)
+
+
+def _world_origin(sweep_world: list[np.ndarray]) -> np.ndarray:
+    """(3,) whole metres near the mean of all (N_s, 3) world points: stored coordinates are offsets from it."""
+    count = sum(len(w) for w in sweep_world)
+    if count == 0:
+        return np.zeros(3)
+    return np.floor(np.sum([w.sum(axis=0) for w in sweep_world], axis=0) / count)
 
 
 def write_artifacts(
@@ -65,18 +78,19 @@ def write_artifacts(
     clip: Clip,
     fused: FusedClip,
     config: FuseConfig,
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
     odometry: OdometryResult | None = None,
 ) -> Path:
     """Write the fused clip to ``path`` atomically (temp folder, manifest last, rename).
 
-    ``extra`` entries go into the manifest (``odometry`` and ``qa`` summaries, the device, ...);
-    ``odometry`` per-step figures go into the ``odometry`` group.
+    ``extra`` entries go into the manifest (``odometry`` and ``qa`` summaries, the device, ...); given as a
+    function, it is called once the arrays are written (it may wait for work done meanwhile). ``odometry``
+    per-step figures go into the ``odometry`` group.
     """
     path = Path(path)
     with atomic_directory(path) as staging:
         root = zarr.open_group(store=str(staging), mode="w", zarr_format=3)
-        origin = np.floor(np.concatenate(fused.sweep_world).mean(axis=0)) if fused.sweep_world else np.zeros(3)
+        origin = _world_origin(fused.sweep_world)
         sweeps = root.create_group("sweeps")
         sizes = np.array([len(p) for p in fused.sweep_points], dtype=np.int64)
         sweeps.create_array("offsets", data=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
@@ -93,8 +107,10 @@ def write_artifacts(
         keyframes.create_array("world_SE3_ego", data=fused.world_SE3_ego)
         keyframes.create_array("timestamp_us", data=np.array([f.timestamp_us for f in clip.frames], np.int64))
         bev = root.create_group("bev")
-        bev.create_array("keyframes", data=fused.keyframe_bev, chunks=(1, *fused.keyframe_bev.shape[1:]))
-        bev.create_array("clip", data=fused.clip_bev)
+        bev.create_array(
+            "keyframes", data=fused.keyframe_bev, chunks=(1, *fused.keyframe_bev.shape[1:]), compressors=COMPRESSORS
+        )
+        bev.create_array("clip", data=fused.clip_bev, compressors=COMPRESSORS)
         bev.attrs.update(
             {
                 "channels": list(BEV_CHANNELS),
@@ -121,7 +137,7 @@ def write_artifacts(
             },
             "parameters": asdict(config),
             "counts": {"sweeps": len(sizes), "points": int(sizes.sum()), "keyframes": len(clip)},
-            **(extra or {}),
+            **((extra() if callable(extra) else extra) or {}),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
     return path

@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole pipeline on one clip and store its pre-labels")
     _add_source_options(run)
     _add_pipeline_options(run)
+    run.add_argument(
+        "--workers", type=int, default=None, help="processes for detection and refinement (default: one per core)"
+    )
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
     batch = sub.add_parser("batch", help="run the pipeline over many clips (local processes or a Ray cluster)")
@@ -277,6 +280,7 @@ def _qa_text(fusion: dict) -> str:
 def cmd_fuse(args: argparse.Namespace, console: Console, settings: Settings) -> int:
     from autolabel.fuse import FuseConfig
     from autolabel.fusion_stage import FusionStageConfig, run_fusion_stage
+    from autolabel.parallel import available_cores
     from autolabel.qa import QAConfig
 
     clip = load_clip(args)
@@ -294,7 +298,7 @@ def cmd_fuse(args: argparse.Namespace, console: Console, settings: Settings) -> 
         def progress(step: str, done: int, total: int | None) -> None:
             bar.update(task, description=f"{clip.name}: {step} on {device}", completed=done, total=total)
 
-        result = run_fusion_stage(clip, settings.home, device, config, progress)
+        result = run_fusion_stage(clip, settings.home, device, config, progress, workers=available_cores())
     painted = float(np.mean(np.concatenate(result.fused.sweep_view) >= 0))
     console.print(
         f"wrote {result.path}: {len(result.fused.sweep_points)} sweeps, {len(clip)} keyframes, "
@@ -388,8 +392,12 @@ def stage_table(summary) -> Table:  # summary: RunSummary
     return table
 
 
-def _run_with_progress(spec, settings: Settings, store, device, config, console: Console):  # -> RunSummary
-    """:func:`autolabel.pipeline.run_clip` with a progress bar naming the stage."""
+def _run_with_progress(
+    spec, settings: Settings, store, device, config, console: Console, workers: int | None = None
+):  # -> RunSummary
+    """:func:`autolabel.pipeline.run_clip` with a progress bar naming the stage; ``workers`` processes
+    (default one per core)."""
+    from autolabel.parallel import available_cores
     from autolabel.pipeline import run_clip
 
     with progress_bar(console) as bar:
@@ -398,7 +406,7 @@ def _run_with_progress(spec, settings: Settings, store, device, config, console:
         def progress(step: str, done: int, total: int | None) -> None:
             bar.update(task, description=f"{spec.name}: {step}", completed=done, total=total)
 
-        return run_clip(spec, settings.home, store, device, config, progress)
+        return run_clip(spec, settings.home, store, device, config, progress, workers or available_cores())
 
 
 def cmd_run(args: argparse.Namespace, console: Console, settings: Settings) -> int:
@@ -408,7 +416,7 @@ def cmd_run(args: argparse.Namespace, console: Console, settings: Settings) -> i
     config = _pipeline_config(args, settings)
     device = resolve_device(args.device or settings.device)
     with open_store(settings.database_url, settings=settings) as store:
-        summary = _run_with_progress(spec, settings, store, device, config, console)
+        summary = _run_with_progress(spec, settings, store, device, config, console, args.workers)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -59,12 +60,14 @@ def run_fusion_stage(
     config: FusionStageConfig | None = None,
     progress: Progress | None = None,
     cache_key: str | None = None,
+    workers: int = 1,
 ) -> FusionStageResult:
     """Poses -> fusion -> calibration QA -> zarr artifacts under ``home`` (atomic).
 
     ``progress(step, done, total)`` is called with the step's name ("odometry", "fusion",
     "calibration QA"); ``total`` is ``None`` for steps without a count. ``cache_key`` (the pipeline's hash
-    of the inputs and parameters) is recorded in the manifest.
+    of the inputs and parameters) is recorded in the manifest. Fusion on the CPU spreads frames over
+    ``workers`` processes.
     """
 
     config = config or FusionStageConfig()
@@ -81,11 +84,18 @@ def run_fusion_stage(
         extra["odometry"] = odometry_summary(odometry, config.odometry)
         if odometry.degraded.any():
             log.warning("clip %s: %d odometry steps degraded", clip.name, int(odometry.degraded.sum()))
-    fused = fuse_clip(clip, device, config.fuse, progress=lambda done, total: report("fusion", done, total))
-    qa = None
-    if config.qa is not None:
-        report("calibration QA", 0, None)
-        qa = calibration_qa(clip, fused, config.qa)
-        extra["qa"] = {**qa.as_dict(), "parameters": asdict(config.qa)}
-    path = write_artifacts(artifact_path(home, clip), clip, fused, config.fuse, extra, odometry)
-    return FusionStageResult(clip, fused, odometry, qa, path)
+    fused = fuse_clip(clip, device, config.fuse, lambda done, total: report("fusion", done, total), workers)
+    if config.qa is None:
+        path = write_artifacts(artifact_path(home, clip), clip, fused, config.fuse, extra, odometry)
+        return FusionStageResult(clip, fused, odometry, None, path)
+    report("calibration QA", 0, None)
+    # The QA runs while the arrays are written (compression and file writes leave the interpreter free);
+    # the manifest, written last, waits for it.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibration-qa") as pool:
+        checked = pool.submit(calibration_qa, clip, fused, config.qa)
+
+        def with_qa() -> dict:
+            return {**extra, "qa": {**checked.result().as_dict(), "parameters": asdict(config.qa)}}
+
+        path = write_artifacts(artifact_path(home, clip), clip, fused, config.fuse, with_qa, odometry)
+    return FusionStageResult(clip, fused, odometry, checked.result(), path)

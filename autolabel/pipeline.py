@@ -37,11 +37,12 @@ import torch
 from autolabel.artifacts import ClipArtifacts, artifact_path, open_artifacts
 from autolabel.categories import Category
 from autolabel.datasets.model import Clip, ClipSource
-from autolabel.detect import Detections3D, DetectorInput, make_detector
+from autolabel.detect import Detections3D, DetectorInput, GeometricDetector, make_detector
 from autolabel.detect.crosscheck import CameraPose, CrossCheckConfig, ReviewFlag, cross_check
 from autolabel.fileio import atomic_write_bytes
 from autolabel.fusion_stage import FusionStageConfig, run_fusion_stage
 from autolabel.labels import track_labels
+from autolabel.parallel import forked_map
 from autolabel.store import ClipKey, FrameRecord, LabelStore, Provenance
 from calibration import EGO_FRAME, SE3, WORLD_FRAME, Boxes3D, InputError
 from tracking import (
@@ -55,7 +56,7 @@ from tracking import (
     Track,
     TrackerConfig,
     TrackingMode,
-    refine_tracks,
+    refine_kept,
     track_clip,
 )
 
@@ -448,7 +449,12 @@ class StageOutput:
 
 
 def fusion_output(
-    clip: Clip, home: Path, device: torch.device, config: PipelineConfig, progress: Progress | None = None
+    clip: Clip,
+    home: Path,
+    device: torch.device,
+    config: PipelineConfig,
+    progress: Progress | None = None,
+    workers: int = 1,
 ) -> StageOutput:
     """The clip's fusion artifacts (:class:`ClipArtifacts`), made unless cached with the same key."""
     key = content_hash("fusion", clip_fingerprint(clip), config.fusion, code_version(), CACHE_FORMAT)
@@ -456,7 +462,7 @@ def fusion_output(
     artifacts = _open_cached_artifacts(path, key)
     if artifacts is not None:
         return StageOutput(artifacts, key, True)
-    run_fusion_stage(clip, home, device, config.fusion, progress=progress, cache_key=key)
+    run_fusion_stage(clip, home, device, config.fusion, progress, key, workers)
     return StageOutput(open_artifacts(path), key, False)
 
 
@@ -467,9 +473,10 @@ def detection_output(
     home: Path,
     config: PipelineConfig,
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> StageOutput:
     """The clip's :class:`DetectionStage` (per keyframe detections in the ego frame and their review flags),
-    made unless cached."""
+    made unless cached; keyframes are spread over ``workers`` processes (built-in detector only)."""
     detector = make_detector(config.detector, config.detector_config)
     # The detector's parameters as hashed: its configuration object (with defaults filled in), when it has one.
     parameters = {"name": config.detector, "config": getattr(detector, "config", None)}
@@ -486,20 +493,26 @@ def detection_output(
         check = CrossCheckConfig(sensor_xyz_m=sensor)
     # Camera poses at each exposure relative to the keyframe, when the dataset's poses are the ones used.
     same_poses = clip.has_poses and not config.fusion.recompute_poses
-    detections, flags = [], []
-    for k, frame in enumerate(clip.frames):
-        if progress is not None:
-            progress(Stage.DETECTION.value, k, len(clip))
+
+    def detect_keyframe(k: int) -> tuple[Detections3D, tuple[ReviewFlag, ...]]:
+        frame = clip.frames[k]
         cloud, rgb = artifacts.keyframe_cloud(k)
         found = detector.detect(DetectorInput(cloud, frame.timestamp_us, rgb, ego_SE3_lidar))
-        found_flags = unflagged(found)
-        if check is not None and len(found):
-            cameras = [
-                CameraPose.from_image(image, frame.world_SE3_ego) if same_poses else CameraPose.from_rig(image.camera)
-                for image in frame.cameras.values()
-            ]
-            checked = cross_check(found, cloud, rgb, cameras, check)
-            found, found_flags = checked.rescored(found), checked.flags
+        if check is None or not len(found):
+            return found, unflagged(found)
+        cameras = [
+            CameraPose.from_image(image, frame.world_SE3_ego) if same_poses else CameraPose.from_rig(image.camera)
+            for image in frame.cameras.values()
+        ]
+        checked = cross_check(found, cloud, rgb, cameras, check)
+        return checked.rescored(found), checked.flags
+
+    # The built-in detector runs on the CPU and can be forked; a user's model keeps its device in this process.
+    workers = workers if isinstance(detector, GeometricDetector) else 1
+    detections, flags = [], []
+    for k, (found, found_flags) in enumerate(forked_map(detect_keyframe, range(len(clip)), workers)):
+        if progress is not None:
+            progress(Stage.DETECTION.value, k + 1, len(clip))
         detections.append(found)
         flags.append(found_flags)
     stage = DetectionStage(tuple(detections), tuple(flags))
@@ -536,8 +549,10 @@ def refinement_output(
     tracking_key: str,
     home: Path,
     config: PipelineConfig,
+    workers: int = 1,
 ) -> StageOutput:
-    """The refined tracks (:class:`tracking.RefinedTrack`), made unless cached; weak tracks are removed."""
+    """The refined tracks (:class:`tracking.RefinedTrack`), made unless cached; weak tracks are removed.
+    Tracks are spread over ``workers`` processes."""
     key = content_hash("refinement", tracking_key, config.refine, code_version())
     path = Path(home) / "cache" / "refined" / f"{key}.npz"
     refined = _load_tracks(path)
@@ -547,7 +562,8 @@ def refinement_output(
     refine = config.refine
     if len(clip) < refine.min_detections:  # a clip shorter than the minimum track keeps clip-long tracks
         refine = dataclasses.replace(refine, min_detections=max(1, len(clip)))
-    _save_tracks(path, refine_tracks(tracks, lidar, refine))
+    refined = forked_map(lambda track: refine_kept(track, lidar, refine), tracks, workers)
+    _save_tracks(path, [t for t in refined if t is not None])
     return StageOutput(_load_tracks(path), key, False)
 
 
@@ -558,10 +574,13 @@ def run_clip(
     device: torch.device,
     config: PipelineConfig | None = None,
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> RunSummary:
     """Run every stage on one clip (reusing cached stage outputs) and store its labels.
 
-    ``progress(step, done, total)`` reports the stage being worked on.
+    ``progress(step, done, total)`` reports the stage being worked on. Fusion (on the CPU), detection and
+    refinement spread their frames and tracks over ``workers`` forked processes (same results as one); the
+    CLI gives one per core.
     """
     config = config or PipelineConfig()
     reports: list[StageReport] = []
@@ -579,13 +598,13 @@ def run_clip(
     timed(Stage.READ, False, start, f"{len(clip)} keyframes")
 
     start = time.perf_counter()
-    fusion = fusion_output(clip, home, device, config, report)
+    fusion = fusion_output(clip, home, device, config, report, workers)
     artifacts: ClipArtifacts = fusion.value
     poses = [artifacts.world_SE3_ego(k) for k in range(artifacts.num_keyframes)]
     timed(Stage.FUSION, fusion.cached, start, str(artifacts.path))
 
     start = time.perf_counter()
-    detection = detection_output(clip, artifacts, fusion.key, home, config, report)
+    detection = detection_output(clip, artifacts, fusion.key, home, config, report, workers)
     detections = detection.value.detections
     timed(Stage.DETECTION, detection.cached, start, f"{sum(len(d) for d in detections)} boxes")
 
@@ -598,7 +617,7 @@ def run_clip(
     if config.refine is not None:
         start = time.perf_counter()
         report(Stage.REFINEMENT.value, 0, None)
-        refinement = refinement_output(clip, artifacts, tracks, tracking.key, home, config)
+        refinement = refinement_output(clip, artifacts, tracks, tracking.key, home, config, workers)
         tracks = refinement.value
         timed(Stage.REFINEMENT, refinement.cached, start, f"{len(tracks)} tracks")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import numba
 import numpy as np
 
 from calibration import WORLD_FRAME, InputError
@@ -100,29 +101,74 @@ class ClipLidar:
         A superset of the points inside the rectangle (whole cells); callers test the exact shape.
         """
         points = self.points[frame_index]
-        index = self._index[frame_index]
-        if points.shape[0] == 0:
-            return np.zeros((0, points.shape[1]))
+        starts, ends = self._cell_ranges(frame_index, xy_min, xy_max)
+        order = self._index[frame_index].order
+        runs = [order[a:b] for a, b in zip(starts, ends, strict=True)]
+        picked = np.concatenate(runs) if runs else np.zeros(0, dtype=np.int64)
+        return points[picked].astype(np.float64)
+
+    def points_in(self, frame_index: int, xy_min: np.ndarray, xy_max: np.ndarray) -> np.ndarray:
+        """(M, C) float64 points of one frame inside the BEV rectangle [xy_min, xy_max] (bounds included).
+
+        The points of :meth:`points_near` that lie inside, in the same order, without copying the others.
+        """
+        starts, ends = self._cell_ranges(frame_index, xy_min, xy_max)
+        lo, hi = np.asarray(xy_min, dtype=np.float64), np.asarray(xy_max, dtype=np.float64)
+        return _take_inside(self.points[frame_index], self._index[frame_index].order, starts, ends, lo, hi)
+
+    def _cell_ranges(self, frame_index: int, xy_min: np.ndarray, xy_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(R,) starts and ends into the frame's sorted ``order``: the runs of cells overlapping the rectangle."""
+        index, none = self._index[frame_index], np.zeros(0, dtype=np.int64)
+        if self.points[frame_index].shape[0] == 0:
+            return none, none
         lo = np.floor(np.asarray(xy_min, dtype=np.float64) / self.cell_m).astype(np.int64) - (index.i0, index.j0)
         hi = np.floor(np.asarray(xy_max, dtype=np.float64) / self.cell_m).astype(np.int64) - (index.i0, index.j0)
         lo = np.maximum(lo, 0)
         hi = np.minimum(hi, (index.n_i - 1, index.n_j - 1))
         if np.any(hi < lo):
-            return np.zeros((0, points.shape[1]))
+            return none, none
         rows = np.arange(lo[0], hi[0] + 1) * index.n_j
         starts = np.searchsorted(index.keys, rows + lo[1], side="left")
-        ends = np.searchsorted(index.keys, rows + hi[1], side="right")
-        picked = np.concatenate([index.order[a:b] for a, b in zip(starts, ends, strict=True)])
-        return points[picked].astype(np.float64)
+        return starts, np.searchsorted(index.keys, rows + hi[1], side="right")
+
+
+@numba.njit(cache=True)
+def _take_inside(
+    points: np.ndarray, order: np.ndarray, starts: np.ndarray, ends: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """(M, C) float64 rows ``points[order[starts[r]:ends[r]]]`` (runs in turn) whose x, y lie in [lo, hi] (2,)."""
+    total = 0
+    for r in range(starts.shape[0]):
+        total += ends[r] - starts[r]
+    out = np.empty((total, points.shape[1]), dtype=np.float64)
+    m = 0
+    for r in range(starts.shape[0]):
+        for i in order[starts[r] : ends[r]]:
+            x, y = np.float64(points[i, 0]), np.float64(points[i, 1])
+            if lo[0] <= x <= hi[0] and lo[1] <= y <= hi[1]:
+                out[m] = points[i]
+                m += 1
+    return out[:m].copy()
 
 
 def _build_index(points: np.ndarray, cell_m: float) -> _GridIndex:
     if points.shape[0] == 0:
         empty = np.zeros(0, dtype=np.int64)
         return _GridIndex(empty, empty, 0, 0, 1, 1)
-    cells = np.floor(points[:, :2].astype(np.float64) / cell_m).astype(np.int64)
-    i0, j0 = cells.min(axis=0)
-    n_i, n_j = cells.max(axis=0) - (i0, j0) + 1
-    keys = (cells[:, 0] - i0) * n_j + (cells[:, 1] - j0)
+    keys, i0, j0, n_i, n_j = _cell_keys(points, cell_m)
     order = np.argsort(keys)
-    return _GridIndex(keys[order], order, int(i0), int(j0), int(n_i), int(n_j))
+    return _GridIndex(keys[order], order, i0, j0, n_i, n_j)
+
+
+@numba.njit(cache=True)
+def _cell_keys(points: np.ndarray, cell_m: float) -> tuple[np.ndarray, int, int, int, int]:
+    """(N,) cell key ``(i - i0) * n_j + (j - j0)`` of each of N >= 1 points, with ``i0, j0, n_i, n_j``."""
+    n = points.shape[0]
+    cells = np.empty((n, 2), dtype=np.int64)
+    for p in range(n):
+        cells[p, 0] = np.int64(np.floor(np.float64(points[p, 0]) / cell_m))
+        cells[p, 1] = np.int64(np.floor(np.float64(points[p, 1]) / cell_m))
+    i0, j0 = cells[:, 0].min(), cells[:, 1].min()
+    n_j = cells[:, 1].max() - j0 + 1
+    keys = (cells[:, 0] - i0) * n_j + (cells[:, 1] - j0)
+    return keys, i0, j0, cells[:, 0].max() - i0 + 1, n_j

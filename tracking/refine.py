@@ -99,14 +99,16 @@ def refine_tracks(tracks: Sequence[Track], lidar: ClipLidar, config: RefineConfi
         config: refinement parameters.
     """
     config = RefineConfig() if config is None else config
-    refined = []
-    for track in tracks:
-        if not passes_track_filters(track, config):
-            continue
-        result = refine_track(track, lidar, config)
-        if has_point_support(result, lidar, config):
-            refined.append(result)
-    return refined
+    refined = (refine_kept(track, lidar, config) for track in tracks)
+    return [track for track in refined if track is not None]
+
+
+def refine_kept(track: Track, lidar: ClipLidar, config: RefineConfig) -> RefinedTrack | None:
+    """One track refined, or None where :func:`refine_tracks` removes it (too short, too weak, no lidar)."""
+    if not passes_track_filters(track, config):
+        return None
+    result = refine_track(track, lidar, config)
+    return result if has_point_support(result, lidar, config) else None
 
 
 def refine_track(track: Track, lidar: ClipLidar, config: RefineConfig | None = None) -> RefinedTrack:
@@ -325,9 +327,7 @@ class _PointCache:
             lo, hi = xy_min - self._slack_m, xy_max + self._slack_m
             if entry is not None:
                 lo, hi = np.minimum(lo, entry[0]), np.maximum(hi, entry[1])
-            points = self.lidar.points_near(frame, lo, hi)
-            inside = np.all((points[:, :2] >= lo) & (points[:, :2] <= hi), axis=1)
-            entry = (lo, hi, points[inside])
+            entry = (lo, hi, self.lidar.points_in(frame, lo, hi))
             self._cache[frame] = entry
         return entry[2]
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy.ndimage import label
 from scipy.special import erfcx
@@ -104,23 +105,18 @@ def fit_footprint(
         return FootprintFit(np.zeros(2), size, np.zeros(4, dtype=bool), no, no, n)
     lo, hi = robust_extremes(xy, params.trim, params.max_trim_points)
     extent_scale = np.asarray(prior_mean_lw if fixed_lw is None else fixed_lw, dtype=np.float64)
-    observed = np.zeros(4, dtype=bool)
-    for axis in (0, 1):
-        coord, sensor = xy[:, axis], sensor_xy[:, axis]
-        for side, sign in ((0, -1.0), (1, 1.0)):
-            edge = hi[axis] if side else lo[axis]
-            sees = sign * (sensor - edge) > params.visibility_margin_m  # the sensor is outside the face's plane
-            on_face = sees[point_frames] & (np.abs(coord - edge) <= params.face_tolerance_m)
-            across = xy[on_face, 1 - axis]  # a face, not the corner of its neighbour: its points spread along it
-            spread = float(np.ptp(across)) if across.shape[0] else 0.0
-            observed[2 * axis + side] = (
-                across.shape[0] >= params.min_face_points
-                and spread >= params.min_face_span_fraction * extent_scale[1 - axis]
-            )
-            if observed[2 * axis + side]:  # the face's plane: a low quantile of its noisy points, not an extreme
-                face = np.sort(coord[on_face])
-                plane = face[round((1.0 - _FACE_QUANTILE if side else _FACE_QUANTILE) * (face.shape[0] - 1))]
-                (hi if side else lo)[axis] = plane
+    observed, lo, hi = _observe_faces(
+        xy,
+        point_frames,
+        sensor_xy,
+        lo,
+        hi,
+        extent_scale,
+        params.min_face_points,
+        params.min_face_span_fraction,
+        params.face_tolerance_m,
+        params.visibility_margin_m,
+    )
     parallel = params.parallel_faces_complete
     complete = np.array(
         [
@@ -145,16 +141,81 @@ def fit_footprint(
     return FootprintFit(center, size, observed, anchored, complete, n)
 
 
+@numba.njit(cache=True)
+def _observe_faces(
+    xy: np.ndarray,
+    point_frames: np.ndarray,
+    sensor_xy: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    extent_scale: np.ndarray,
+    min_face_points: int,
+    min_face_span_fraction: float,
+    face_tolerance_m: float,
+    visibility_margin_m: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Observed faces (4,) of (N, 2) points between their robust extremes ``lo, hi`` (2,), and the extremes
+    with each observed face's end moved to the face's plane (see :func:`fit_footprint`)."""
+    observed = np.zeros(4, dtype=np.bool_)
+    planes_lo, planes_hi = lo.copy(), hi.copy()
+    face = np.empty(xy.shape[0])
+    for axis in range(2):
+        for side in range(2):
+            edge, sign = (hi[axis], 1.0) if side else (lo[axis], -1.0)
+            sees = sign * (sensor_xy[:, axis] - edge) > visibility_margin_m  # the sensor is outside the plane
+            count, low, high = 0, np.inf, -np.inf  # a face, not the corner of its neighbour: points spread along it
+            for i in range(xy.shape[0]):
+                if sees[point_frames[i]] and abs(xy[i, axis] - edge) <= face_tolerance_m:
+                    face[count] = xy[i, axis]
+                    count += 1
+                    low, high = min(low, xy[i, 1 - axis]), max(high, xy[i, 1 - axis])
+            spread = high - low if count else 0.0
+            observed[2 * axis + side] = (
+                count >= min_face_points and spread >= min_face_span_fraction * extent_scale[1 - axis]
+            )
+            if observed[2 * axis + side]:  # the face's plane: a low quantile of its noisy points, not an extreme
+                rank = round((1.0 - _FACE_QUANTILE if side else _FACE_QUANTILE) * (count - 1))
+                (planes_hi if side else planes_lo)[axis] = np.partition(face[:count], rank)[rank]
+    return observed, planes_lo, planes_hi
+
+
 def robust_extremes(values: np.ndarray, trim: float, max_trim_points: int) -> tuple[np.ndarray, np.ndarray]:
     """(D,) low and high extremes of (N, D) values, each the k-th from its end, ``k = clip(trim N, 1, max)``.
 
     A count rather than a quantile: an end that only a few points reach (the far edge of a face seen
     head-on) is not cut back by the trimming of a dense other end.
     """
-    n = values.shape[0]
-    k = int(np.clip(np.ceil(trim * n), 1, max(max_trim_points, 1)))
-    ordered = np.sort(values, axis=0)
-    return ordered[k - 1].copy(), ordered[n - k].copy()
+    k = int(np.clip(np.ceil(trim * values.shape[0]), 1, max(max_trim_points, 1)))
+    return _kth_extremes(np.asarray(values, dtype=np.float64), k)
+
+
+@numba.njit(cache=True)
+def _kth_extremes(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(D,) k-th smallest and k-th largest of each column of (N, D) values (N >= k), in one pass each.
+
+    Keeps the k smallest and largest seen so far sorted (O(N k) at worst: meant for a few points).
+    """
+    n, d = values.shape
+    low, high = np.empty(d), np.empty(d)
+    smallest, largest = np.empty(k), np.empty(k)
+    for j in range(d):
+        smallest[:], largest[:] = np.inf, -np.inf
+        for i in range(n):
+            v = values[i, j]
+            if v < smallest[k - 1]:
+                m = k - 1
+                while m > 0 and smallest[m - 1] > v:
+                    smallest[m] = smallest[m - 1]
+                    m -= 1
+                smallest[m] = v
+            if v > largest[k - 1]:
+                m = k - 1
+                while m > 0 and largest[m - 1] < v:
+                    largest[m] = largest[m - 1]
+                    m -= 1
+                largest[m] = v
+        low[j], high[j] = smallest[k - 1], largest[k - 1]
+    return low, high
 
 
 def lshape_yaw_rad(
@@ -180,20 +241,42 @@ def lshape_yaw_rad(
 
 
 def _lshape_cost(pts: np.ndarray, angles: np.ndarray) -> np.ndarray:
-    """(A,) summed variance of the points' distances to their nearest edges, per angle."""
-    c, s = np.cos(angles), np.sin(angles)
-    p1 = pts[:, :1] * c + pts[:, 1:] * s  # (N, A)
-    p2 = -pts[:, :1] * s + pts[:, 1:] * c
-    d1 = np.minimum(p1 - p1.min(axis=0), p1.max(axis=0) - p1)
-    d2 = np.minimum(p2 - p2.min(axis=0), p2.max(axis=0) - p2)
-    first = d1 <= d2
-    return _masked_variance(d1, first) + _masked_variance(d2, ~first)
+    """(A,) summed variance of the (N, 2) points' distances to their nearest edges, per angle."""
+    return _lshape_cost_kernel(pts, np.cos(angles), np.sin(angles))
 
 
-def _masked_variance(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    count = np.maximum(mask.sum(axis=0), 1)
-    mean = (values * mask).sum(axis=0) / count
-    return (((values - mean) ** 2) * mask).sum(axis=0) / count
+@numba.njit(cache=True)
+def _lshape_cost_kernel(pts: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """(A,) :func:`_lshape_cost` for (A,) cosines and sines of the angles; sums run in point order."""
+    n = pts.shape[0]
+    cost = np.empty(cos.shape[0])
+    p1, p2 = np.empty(n), np.empty(n)
+    d1, d2 = np.empty(n), np.empty(n)
+    for a in range(cos.shape[0]):
+        c, s = cos[a], sin[a]
+        for i in range(n):
+            p1[i] = pts[i, 0] * c + pts[i, 1] * s
+            p2[i] = -pts[i, 0] * s + pts[i, 1] * c
+        min1, max1, min2, max2 = p1.min(), p1.max(), p2.min(), p2.max()
+        count1 = total1 = total2 = 0.0
+        for i in range(n):
+            d1[i] = min(p1[i] - min1, max1 - p1[i])
+            d2[i] = min(p2[i] - min2, max2 - p2[i])
+            if d1[i] <= d2[i]:
+                count1 += 1.0
+                total1 += d1[i]
+            else:
+                total2 += d2[i]
+        n1, n2 = max(count1, 1.0), max(n - count1, 1.0)
+        mean1, mean2 = total1 / n1, total2 / n2
+        spread1 = spread2 = 0.0
+        for i in range(n):
+            if d1[i] <= d2[i]:
+                spread1 += (d1[i] - mean1) ** 2
+            else:
+                spread2 += (d2[i] - mean2) ** 2
+        cost[a] = spread1 / n1 + spread2 / n2
+    return cost
 
 
 def object_cluster_mask(xy: np.ndarray, half_lw: np.ndarray, *, min_inside: float = 0.5) -> np.ndarray:
@@ -238,10 +321,20 @@ def ground_height_m(z: np.ndarray, *, bin_m: float = 0.1, min_points: int = 8) -
     heights = np.asarray(z, dtype=np.float64)
     if heights.shape[0] < min_points:
         return None
-    low = float(heights.min())
+    return float(_ground_level(heights, bin_m))
+
+
+@numba.njit(cache=True)
+def _ground_level(heights: np.ndarray, bin_m: float) -> float:
+    """:func:`ground_height_m` of (N,) heights, N >= 1."""
+    low = heights.min()
     bins = np.floor((heights - low) / bin_m).astype(np.int64)
-    counts = np.bincount(bins).astype(np.float64)
-    smooth = np.convolve(np.pad(counts, 1), [1.0, 2.0, 1.0], mode="valid")
-    level = int(np.argmax(smooth >= 0.5 * smooth.max()))
-    near = np.abs(bins - level) <= 1
-    return float(np.median(heights[near]))
+    counts = np.zeros(bins.max() + 3)  # one empty bin padded at each end
+    for b in bins:
+        counts[b + 1] += 1.0
+    smooth = counts[:-2] + 2.0 * counts[1:-1] + counts[2:]
+    level = np.argmax(smooth >= 0.5 * smooth.max())
+    near = heights[np.abs(bins - level) <= 1]
+    half = near.shape[0] // 2
+    part = np.partition(near, half)  # the median: the middle value, or the mean of the middle two
+    return part[half] if near.shape[0] % 2 else (part[:half].max() + part[half]) / 2.0

@@ -75,14 +75,6 @@ def smooth_sequence(
     if np.any(std <= 0) or any(p_std <= 0 or order < 1 for order, p_std in penalties):
         raise InputError("smooth_sequence: standard deviations and penalty orders must be positive")
 
-    penalty = _penalty_matrix(times, dims, [*penalties, (1, 1.0 / _RATE_EPSILON)])
-    measure = scipy.sparse.csr_matrix(
-        (
-            rows.reshape(-1),
-            (np.repeat(np.arange(index.shape[0]), dims), (index[:, None] * dims + np.arange(dims)).reshape(-1)),
-        ),
-        shape=(index.shape[0], k_states * dims),
-    )
     fixed_cols = (fixed_idx[:, None] * dims + np.arange(dims)).reshape(-1)
     x = np.zeros(k_states * dims)
     x[fixed_cols] = fixed_val.reshape(-1)
@@ -93,8 +85,10 @@ def smooth_sequence(
 
     # Normal equations of the free unknowns; small problems go dense (sparse bookkeeping costs more there).
     dense = np.count_nonzero(free) <= _DENSE_MAX
-    if dense:
-        penalty, measure = penalty.toarray(), measure.toarray()
+    penalty = _matrix(*_penalty_entries(times, dims, [*penalties, (1, 1.0 / _RATE_EPSILON)]), dense=dense)
+    measure_cols = (index[:, None] * dims + np.arange(dims)).reshape(-1)
+    measure_entries = (rows.reshape(-1), np.repeat(np.arange(index.shape[0]), dims), measure_cols)
+    measure = _matrix(*measure_entries, (index.shape[0], k_states * dims), dense=dense)
     p_free, m_free = penalty[:, free], measure[:, free]
     held = x[~free]
     normal_penalty = p_free.T @ p_free
@@ -116,14 +110,16 @@ def smooth_sequence(
     return x.reshape(k_states, dims)
 
 
-def _penalty_matrix(times: np.ndarray, dims: int, penalties: Sequence[tuple[int, float]]) -> scipy.sparse.csr_matrix:
-    """Rows of the derivative penalties over the flattened (K * D) states.
+def _penalty_entries(
+    times: np.ndarray, dims: int, penalties: Sequence[tuple[int, float]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    """Entries ``(values, rows, cols)`` and shape of the derivative penalty rows over the flattened (K * D) states.
 
     The ``n``-th derivative over states ``k..k+n`` is ``n!`` times their divided difference
     ``sum_j x_j / prod_{i != j} (t_j - t_i)``; its row is weighted by ``sqrt(mean step) / std``.
     """
-    k_states = times.shape[0]
-    blocks = []
+    k_states, n_rows = times.shape[0], 0
+    blocks = [(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))]
     for order, p_std in penalties:
         if k_states <= order:
             continue
@@ -132,14 +128,16 @@ def _penalty_matrix(times: np.ndarray, dims: int, penalties: Sequence[tuple[int,
         np.einsum("rjj->rj", gaps)[...] = 1.0
         coeffs = math.factorial(order) / np.prod(gaps, axis=2)
         mean_step = (windows[:, -1] - windows[:, 0]) / order
-        blocks.append(_difference_rows(coeffs * (np.sqrt(mean_step) / p_std)[:, None], dims, k_states))
-    if not blocks:
-        return scipy.sparse.csr_matrix((0, k_states * dims))
-    return scipy.sparse.vstack(blocks).tocsr()
+        values, rows, cols = _difference_entries(coeffs * (np.sqrt(mean_step) / p_std)[:, None], dims)
+        blocks.append((values, rows + n_rows, cols))
+        n_rows += coeffs.shape[0] * dims
+    values, rows, cols = (np.concatenate(part) for part in zip(*blocks, strict=True))
+    return values, rows, cols, (n_rows, k_states * dims)
 
 
-def _difference_rows(coeffs: np.ndarray, dims: int, k_states: int) -> scipy.sparse.csr_matrix:
-    """Rows ``sum_j coeffs[r, j] x_{r + j}`` for each dimension separately: (R * D, K * D)."""
+def _difference_entries(coeffs: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Entries ``(values, rows, cols)`` of the rows ``sum_j coeffs[r, j] x_{r + j}`` (R, n + 1), one row per
+    dimension: row ``r * D + d``, column ``(r + j) * D + d``."""
     n_rows, width = coeffs.shape
     r = np.arange(n_rows)[:, None, None]
     d = np.arange(dims)[None, :, None]
@@ -147,9 +145,18 @@ def _difference_rows(coeffs: np.ndarray, dims: int, k_states: int) -> scipy.spar
     row_ids = np.broadcast_to(r * dims + d, (n_rows, dims, width))
     col_ids = np.broadcast_to((r + j) * dims + d, (n_rows, dims, width))
     data = np.broadcast_to(coeffs[:, None, :], (n_rows, dims, width))
-    return scipy.sparse.csr_matrix(
-        (data.reshape(-1), (row_ids.reshape(-1), col_ids.reshape(-1))), shape=(n_rows * dims, k_states * dims)
-    )
+    return data.reshape(-1), row_ids.reshape(-1), col_ids.reshape(-1)
+
+
+def _matrix(
+    values: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], *, dense: bool
+) -> np.ndarray | scipy.sparse.csr_matrix:
+    """The matrix of distinct entries ``(values, rows, cols)``: a dense array or a CSR matrix."""
+    if not dense:
+        return scipy.sparse.csr_matrix((values, (rows, cols)), shape=shape)
+    matrix = np.zeros(shape)
+    matrix[rows, cols] = values
+    return matrix
 
 
 def path_velocity(times_s: np.ndarray, positions: np.ndarray) -> np.ndarray:

@@ -113,6 +113,22 @@ def test_a_crash_mid_run_keeps_the_previous_labels(simulated_root, home, monkeyp
         np.testing.assert_array_equal(a.boxes.data, b.boxes.data)
 
 
+def test_two_worker_processes_store_the_same_labels_as_one(simulated_root, tmp_path) -> None:
+    spec = ClipSpec(ClipSource.NUSCENES, simulated_root, SCENE)
+    stored = []
+    for workers in (1, 2):
+        home = tmp_path / f"workers-{workers}"
+        with open_store(f"sqlite:///{home}/labels.db") as store:
+            run_clip(spec, home, store, torch.device("cpu"), workers=workers)
+            stored.append(stored_frame_labels(store.current_labels(ClipKey("nuscenes", SCENE))))
+    one, two = stored
+    assert sum(len(f.track_ids) for f in one) > 0
+    assert [f.track_ids for f in two] == [f.track_ids for f in one]
+    for a, b in zip(two, one, strict=True):
+        np.testing.assert_array_equal(a.boxes.data, b.boxes.data)
+        np.testing.assert_array_equal(a.scores, b.scores)
+
+
 BROKEN_SCENE = "scene-0103"
 
 

@@ -19,7 +19,7 @@ from tracking.lidar import ClipLidar
 from tracking.motion import MotionKind, classify_motion
 from tracking.refine import RefinedTrack, refine_track, refine_tracks, resolve_track
 from tracking.refine_config import DEFAULT_CLASS_PRIORS, RefineConfig
-from tracking.shape import fit_footprint, ground_height_m, lshape_yaw_rad, truncated_prior_mean
+from tracking.shape import fit_footprint, ground_height_m, lshape_yaw_rad, robust_extremes, truncated_prior_mean
 from tracking.smooth import nearest_half_turn, smooth_sequence
 
 N_FRAMES = 20
@@ -420,6 +420,18 @@ def test_clip_lidar_index_returns_all_points_of_a_region() -> None:
     inside_near = (near[:, 0] >= -7) & (near[:, 0] <= 4) & (near[:, 1] >= 2) & (near[:, 1] <= 9.5)
     assert np.count_nonzero(inside_near) == np.count_nonzero(inside)
     assert lidar.points_near(1, np.array([-7.0, 2.0]), np.array([4.0, 9.5])).shape == (0, 3)
+    exact = lidar.points_in(0, np.array([-7.0, 2.0]), np.array([4.0, 9.5]))
+    assert exact.dtype == np.float64 and np.array_equal(exact, near[inside_near])
+    assert lidar.points_in(1, np.array([-7.0, 2.0]), np.array([4.0, 9.5])).shape == (0, 3)
+
+
+def test_robust_extremes_are_the_kth_sorted_values() -> None:
+    values = np.random.default_rng(12).normal(size=(300, 2)).round(1)  # ties included
+    for trim, max_points in ((0.01, 5), (0.0, 5), (0.4, 1000)):
+        k = int(np.clip(np.ceil(trim * 300), 1, max_points))
+        low, high = robust_extremes(values, trim, max_points)
+        ordered = np.sort(values, axis=0)
+        assert np.array_equal(low, ordered[k - 1]) and np.array_equal(high, ordered[300 - k])
 
 
 def test_inputs_are_checked() -> None:
