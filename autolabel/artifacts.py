@@ -44,7 +44,10 @@ from fusion.odometry import OdometryResult
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-ROWS_PER_CHUNK = 1 << 16
+# 262,144 rows per chunk (4 MB of points): fewer, larger chunks write twice as fast as 65,536-row ones and still
+# read a keyframe (~300 k rows) from two or three chunks (20 s simulated clip: write 2.1 s against 4.5-5.0 s,
+# 40 keyframe clouds 1.7 against 2.1 s; 2^19 and 2^20 rows were slower at both).
+ROWS_PER_CHUNK = 1 << 18
 # LZ4 over byte-shuffled values: reads about twice as fast as zarr's default zstd at a smaller size
 # (20 s simulated clip, 12.5 M points: 1.0 s against 2.0 s to read the point arrays, 296 against 323 MB).
 COMPRESSORS = (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
@@ -212,17 +215,22 @@ class ClipArtifacts:
         """
         group = self.root["sweeps"]
         offsets = group["offsets"][:]
-        world = group["world"][:].astype(np.float64) + np.asarray(group.attrs["world_origin_m"])
+        origin = np.asarray(group.attrs["world_origin_m"], dtype=np.float64)
+        world = group["world"][:]
         intensity = group["points"][:, 3]
-        time_offset = group["time_offset_s"][:].astype(np.float64)
+        time_offset = group["time_offset_s"][:]
         sweep_times = self.root["sweeps/timestamp_us"][:]
         key_times = self.root["keyframes/timestamp_us"][:]
         clouds = []
         for (start, stop), ref_us in zip(self.root["keyframes/sweep_range"][:], key_times, strict=True):
             rows = slice(int(offsets[start]), int(offsets[stop]))
-            counts = np.diff(offsets[start : stop + 1])
-            dt = np.repeat((sweep_times[start:stop] - ref_us) / 1e6, counts) + time_offset[rows]
-            clouds.append(np.column_stack([world[rows], intensity[rows], dt]))
+            cloud = np.empty((rows.stop - rows.start, 5))  # filled column by column: no float64 copy of the clip
+            cloud[:, :3] = world[rows]
+            cloud[:, :3] += origin
+            cloud[:, 3] = intensity[rows]
+            cloud[:, 4] = np.repeat((sweep_times[start:stop] - ref_us) / 1e6, np.diff(offsets[start : stop + 1]))
+            cloud[:, 4] += time_offset[rows]
+            clouds.append(cloud)
         return clouds
 
     def keyframe_bev(self, frame: int) -> np.ndarray:

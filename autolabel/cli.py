@@ -280,7 +280,6 @@ def _qa_text(fusion: dict) -> str:
 def cmd_fuse(args: argparse.Namespace, console: Console, settings: Settings) -> int:
     from autolabel.fuse import FuseConfig
     from autolabel.fusion_stage import FusionStageConfig, run_fusion_stage
-    from autolabel.parallel import available_cores
     from autolabel.qa import QAConfig
 
     clip = load_clip(args)
@@ -298,7 +297,7 @@ def cmd_fuse(args: argparse.Namespace, console: Console, settings: Settings) -> 
         def progress(step: str, done: int, total: int | None) -> None:
             bar.update(task, description=f"{clip.name}: {step} on {device}", completed=done, total=total)
 
-        result = run_fusion_stage(clip, settings.home, device, config, progress, workers=available_cores())
+        result = run_fusion_stage(clip, settings.home, device, config, progress)
     painted = float(np.mean(np.concatenate(result.fused.sweep_view) >= 0))
     console.print(
         f"wrote {result.path}: {len(result.fused.sweep_points)} sweeps, {len(clip)} keyframes, "
@@ -412,6 +411,8 @@ def _run_with_progress(
 def cmd_run(args: argparse.Namespace, console: Console, settings: Settings) -> int:
     from autolabel.store import open_store
 
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
     spec = clip_spec(args)
     config = _pipeline_config(args, settings)
     device = resolve_device(args.device or settings.device)

@@ -15,10 +15,9 @@ import numpy as np
 import torch
 
 from autolabel.datasets.model import Clip, LidarSweep
-from autolabel.parallel import forked_map
 from calibration import InputError
 from fusion.aggregate import PoseTrack, SweepInput, combine, point_dt_s, sweep_to_world, time_offsets_from_azimuth
-from fusion.bev import BevGrid, rasterize
+from fusion.bev import BevGrid, rasterize, rasterize_parts, xy_extent
 from fusion.paint import CameraView, PaintConfig, paint
 
 
@@ -126,60 +125,19 @@ def fuse_clip(
     device: torch.device,
     config: FuseConfig = FuseConfig(),
     progress: Callable[[int, int], None] | None = None,
-    workers: int = 1,
 ) -> FusedClip:
     """Run the fusion stage over a clip with poses (see :mod:`fusion.odometry` for clips without).
 
     On CPU torch runs single-threaded here: the per-frame tensors are small, and intra-op threads made
     a 3 s clip take 25.8 s instead of 3.8 s on the 2-core machine while another process was busy.
-    Instead, on CPU the frames (read, de-skew, paint) are spread over ``workers`` forked processes.
     """
     threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(1)
     try:
-        return _fuse(clip, device, config, progress, workers if device.type == "cpu" else 1)
+        return _fuse(clip, device, config, progress)
     finally:
         torch.set_num_threads(threads)
-
-
-@dataclass(frozen=True, eq=False)
-class _FrameSweeps:
-    """One frame's sweeps after de-skew and paint: per sweep its raw points (N_s, 4), world points (N_s, 3),
-    capture-time offsets (N_s,), colours (N_s, 3) and painting camera indices (N_s,)."""
-
-    points: list[np.ndarray]
-    world: list[np.ndarray]
-    offset: list[np.ndarray]
-    rgb: list[np.ndarray]
-    view: list[np.ndarray]
-
-
-def _fuse_frame(
-    inputs: list[SweepInput],
-    views: list[CameraView],
-    track: PoseTrack,
-    camera_names: list[str],
-    device: torch.device,
-    config: FuseConfig,
-) -> _FrameSweeps:
-    """One paint call per frame: its sweeps (back to the previous keyframe) take the frame's images."""
-    worlds = [sweep_to_world(x, track) for x in inputs]
-    offsets = [np.zeros(len(x.points), np.float32) if x.time_offset_s is None else x.time_offset_s for x in inputs]
-    times_us = np.concatenate(
-        [x.timestamp_us + o.astype(np.float64) * 1e6 for x, o in zip(inputs, offsets, strict=True)]
-    )
-    painted = paint(np.concatenate(worlds), views, device, point_time_us=times_us, config=config.paint)
-    view_camera = np.array([camera_names.index(v.camera.name) for v in views] + [-1], dtype=np.int16)
-    bounds = np.cumsum([0] + [len(w) for w in worlds])
-    rows = [slice(bounds[k], bounds[k + 1]) for k in range(len(worlds))]
-    return _FrameSweeps(
-        [x.points for x in inputs],
-        worlds,
-        offsets,
-        [painted.rgb[r] for r in rows],
-        [view_camera[painted.view_index[r]] for r in rows],
-    )
 
 
 def _fuse(
@@ -187,31 +145,33 @@ def _fuse(
     device: torch.device,
     config: FuseConfig,
     progress: Callable[[int, int], None] | None,
-    workers: int,
 ) -> FusedClip:
     if not clip.has_poses:
         raise InputError(f"clip {clip.name}: no ego poses; fusion needs world_SE3_ego for every frame")
     sweeps = [(f.index, s) for f in clip.frames for s in f.sweeps]
     track = PoseTrack.from_poses([s.timestamp_us for _, s in sweeps], [s.world_SE3_ego for _, s in sweeps])
     camera_names = list(clip.rig.cameras)
-    if workers > 1:
-        frames = forked_map(
-            lambda index: _fuse_frame(*_load_frame(clip, index, config.deskew), track, camera_names, device, config),
-            range(len(clip)),
-            workers,
-        )
-    else:
-        frames = (
-            _fuse_frame(inputs, views, track, camera_names, device, config)
-            for inputs, views in _prefetched(clip, config)
-        )
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("points", "world", "offset", "rgb", "view")}
     total = len(sweeps) + len(clip.frames)
     done = 0
-    for frame in frames:
-        for name, parts in out.items():
-            parts.extend(getattr(frame, name))
-        done += len(frame.points)
+    for inputs, views in _prefetched(clip, config):
+        # One paint call per frame: its sweeps (back to the previous keyframe) take the frame's images.
+        worlds = [sweep_to_world(x, track) for x in inputs]
+        offsets = [np.zeros(len(x.points), np.float32) if x.time_offset_s is None else x.time_offset_s for x in inputs]
+        times_us = np.concatenate(
+            [x.timestamp_us + o.astype(np.float64) * 1e6 for x, o in zip(inputs, offsets, strict=True)]
+        )
+        painted = paint(np.concatenate(worlds), views, device, point_time_us=times_us, config=config.paint)
+        view_camera = np.array([camera_names.index(v.camera.name) for v in views] + [-1], dtype=np.int16)
+        bounds = np.cumsum([0] + [len(w) for w in worlds])
+        for k, (x, world, offset) in enumerate(zip(inputs, worlds, offsets, strict=True)):
+            rows = slice(bounds[k], bounds[k + 1])
+            out["points"].append(x.points)
+            out["world"].append(world)
+            out["offset"].append(offset)
+            out["rgb"].append(painted.rgb[rows])
+            out["view"].append(view_camera[painted.view_index[rows]])
+        done += len(inputs)
         if progress:
             progress(done, total)
 
@@ -234,8 +194,7 @@ def _fuse(
         done += 1
         if progress:
             progress(done, total)
-    lo = np.min([w[:, :2].min(axis=0) for w in out["world"] if len(w)], axis=0)
-    hi = np.max([w[:, :2].max(axis=0) for w in out["world"] if len(w)], axis=0)
+    lo, hi = xy_extent(out["world"])
     res = config.clip_bev_resolution_m
     ground_z = float(np.median([f.world_SE3_ego.translation[2] for f in clip.frames]))
     clip_grid = BevGrid(
@@ -247,8 +206,9 @@ def _fuse(
         ground_z + 20.0,
         res,
     )
-    clip_points = _stacked_xyzi(out["world"], out["points"])
-    clip_bev = rasterize(clip_points, clip_grid, device, rgb=np.concatenate(out["rgb"]))
+    # Sweep by sweep: no (N, 4) copy of the whole clip.
+    parts = [(world, raw[:, 3], rgb) for world, raw, rgb in zip(out["world"], out["points"], out["rgb"], strict=True)]
+    clip_bev = rasterize_parts(parts, clip_grid, device)
     return FusedClip(
         sweep_points=out["points"],
         sweep_world=out["world"],
@@ -263,15 +223,3 @@ def _fuse(
         clip_bev_grid=clip_grid,
         world_SE3_ego=np.stack([f.world_SE3_ego.as_matrix() for f in clip.frames]),
     )
-
-
-def _stacked_xyzi(worlds: list[np.ndarray], points: list[np.ndarray]) -> np.ndarray:
-    """(N, 4) float32 ``x, y, z, intensity`` of all sweeps: S (N_s, 3) world coordinates and S (N_s, 4) raw
-    points, filled in place (the raster works in float32; no float64 copy of the clip)."""
-    stacked = np.empty((sum(len(w) for w in worlds), 4), dtype=np.float32)
-    row = 0
-    for world, raw in zip(worlds, points, strict=True):
-        stacked[row : row + len(world), :3] = world
-        stacked[row : row + len(world), 3] = raw[:, 3]
-        row += len(world)
-    return stacked

@@ -60,14 +60,12 @@ def run_fusion_stage(
     config: FusionStageConfig | None = None,
     progress: Progress | None = None,
     cache_key: str | None = None,
-    workers: int = 1,
 ) -> FusionStageResult:
     """Poses -> fusion -> calibration QA -> zarr artifacts under ``home`` (atomic).
 
     ``progress(step, done, total)`` is called with the step's name ("odometry", "fusion",
     "calibration QA"); ``total`` is ``None`` for steps without a count. ``cache_key`` (the pipeline's hash
-    of the inputs and parameters) is recorded in the manifest. Fusion on the CPU spreads frames over
-    ``workers`` processes.
+    of the inputs and parameters) is recorded in the manifest.
     """
 
     config = config or FusionStageConfig()
@@ -84,7 +82,7 @@ def run_fusion_stage(
         extra["odometry"] = odometry_summary(odometry, config.odometry)
         if odometry.degraded.any():
             log.warning("clip %s: %d odometry steps degraded", clip.name, int(odometry.degraded.sum()))
-    fused = fuse_clip(clip, device, config.fuse, lambda done, total: report("fusion", done, total), workers)
+    fused = fuse_clip(clip, device, config.fuse, progress=lambda done, total: report("fusion", done, total))
     if config.qa is None:
         path = write_artifacts(artifact_path(home, clip), clip, fused, config.fuse, extra, odometry)
         return FusionStageResult(clip, fused, odometry, None, path)

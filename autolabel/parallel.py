@@ -31,18 +31,21 @@ def forked_map(fn: Callable[[Item], Result], items: Sequence[Item], workers: int
     """``fn`` over ``items`` in order, in up to ``workers`` forked processes (this one with ``workers <= 1``).
 
     ``fn`` may be a closure over large arrays: the workers inherit it. It must not use a GPU (CUDA does not
-    survive a fork) and its results must pickle. An exception in a worker is raised here.
+    survive a fork) and its results must pickle. An exception in a worker is raised here. The first item runs
+    in this process before the fork, so what ``fn`` loads on first use (compiled numba kernels, lazily built
+    indexes) is loaded once and inherited, not loaded again by every worker.
     """
-    count = min(workers, len(items))
+    count = min(workers, len(items) - 1)
     if count <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         yield from (fn(item) for item in items)
         return
     if _TASK[0] is not None:
         raise RuntimeError("forked_map is not re-entrant")
+    yield fn(items[0])
     _TASK[0] = lambda index: fn(items[index])
     try:
         with ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("fork")) as pool:
-            yield from pool.map(_run, range(len(items)))
+            yield from pool.map(_run, range(1, len(items)))
     finally:
         _TASK[0] = None
 

@@ -449,12 +449,7 @@ class StageOutput:
 
 
 def fusion_output(
-    clip: Clip,
-    home: Path,
-    device: torch.device,
-    config: PipelineConfig,
-    progress: Progress | None = None,
-    workers: int = 1,
+    clip: Clip, home: Path, device: torch.device, config: PipelineConfig, progress: Progress | None = None
 ) -> StageOutput:
     """The clip's fusion artifacts (:class:`ClipArtifacts`), made unless cached with the same key."""
     key = content_hash("fusion", clip_fingerprint(clip), config.fusion, code_version(), CACHE_FORMAT)
@@ -462,7 +457,7 @@ def fusion_output(
     artifacts = _open_cached_artifacts(path, key)
     if artifacts is not None:
         return StageOutput(artifacts, key, True)
-    run_fusion_stage(clip, home, device, config.fusion, progress, key, workers)
+    run_fusion_stage(clip, home, device, config.fusion, progress=progress, cache_key=key)
     return StageOutput(open_artifacts(path), key, False)
 
 
@@ -578,9 +573,9 @@ def run_clip(
 ) -> RunSummary:
     """Run every stage on one clip (reusing cached stage outputs) and store its labels.
 
-    ``progress(step, done, total)`` reports the stage being worked on. Fusion (on the CPU), detection and
-    refinement spread their frames and tracks over ``workers`` forked processes (same results as one); the
-    CLI gives one per core.
+    ``progress(step, done, total)`` reports the stage being worked on. Detection (built-in detector) and
+    refinement spread their keyframes and tracks over ``workers`` forked processes (same results as one);
+    the CLI gives one per core.
     """
     config = config or PipelineConfig()
     reports: list[StageReport] = []
@@ -598,7 +593,7 @@ def run_clip(
     timed(Stage.READ, False, start, f"{len(clip)} keyframes")
 
     start = time.perf_counter()
-    fusion = fusion_output(clip, home, device, config, report, workers)
+    fusion = fusion_output(clip, home, device, config, report)
     artifacts: ClipArtifacts = fusion.value
     poses = [artifacts.world_SE3_ego(k) for k in range(artifacts.num_keyframes)]
     timed(Stage.FUSION, fusion.cached, start, str(artifacts.path))

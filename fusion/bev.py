@@ -8,6 +8,7 @@ hold NaN heights, zero density and zero intensity/colour.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numba
@@ -65,39 +66,93 @@ def rasterize(points: np.ndarray, grid: BevGrid, device: torch.device, *, rgb: n
 
 
 def _rasterize_numba(pts: np.ndarray, grid: BevGrid, rgb: np.ndarray | None) -> np.ndarray:
-    h, w = grid.shape
     colours = np.zeros((0, 3), np.uint8) if rgb is None else np.ascontiguousarray(rgb, dtype=np.uint8)
+    points = np.ascontiguousarray(pts[:, :4], dtype=np.float32)
+    return _raster_parts([(points[:, :3], points[:, 3], colours)], grid)
+
+
+def rasterize_parts(
+    parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], grid: BevGrid, device: torch.device
+) -> np.ndarray:
+    """:func:`rasterize` of the points of several arrays taken together, without stacking them first.
+
+    Args:
+        parts: per array its (N_i, 3) ``x, y, z`` (any float type), (N_i,) intensities and (N_i, 3) uint8 colours.
+    """
+    if device.type != "cpu":
+        xyzi = np.concatenate([np.column_stack([xyz[:, :3], intensity]) for xyz, intensity, _ in parts])
+        return _rasterize_torch(xyzi, grid, device, np.concatenate([rgb for _, _, rgb in parts]))
+    return _raster_parts(parts, grid)
+
+
+def xy_extent(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(2,) lowest and highest x, y over the rows of several (N_i, >=2) arrays (at least one row in all)."""
+    lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
+    for xy in arrays:
+        _extend_extent(xy, lo, hi)
+    if not np.all(lo <= hi):
+        raise GeometryError("xy_extent needs at least one point")
+    return lo, hi
+
+
+@numba.njit(cache=True, nogil=True)
+def _extend_extent(xy: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    for i in range(xy.shape[0]):
+        for k in range(2):
+            lo[k] = min(lo[k], xy[i, k])
+            hi[k] = max(hi[k], xy[i, k])
+
+
+def _raster_parts(parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], grid: BevGrid) -> np.ndarray:
+    h, w = grid.shape
     bounds = np.array([grid.x_min_m, grid.y_min_m, grid.z_min_m, grid.z_max_m, grid.resolution_m], np.float32)
-    out = _raster_kernel(np.ascontiguousarray(pts[:, :4], dtype=np.float32), colours, bounds, h, w)
+    out = np.zeros((len(BEV_CHANNELS), h * w), np.float32)
+    out[0, :] = -np.inf
+    out[1, :] = np.inf
+    painted = np.zeros(h * w, np.float32)
+    for xyz, intensity, rgb in parts:
+        _raster_add(out, painted, xyz, intensity, rgb, bounds, h, w)
+    _raster_finish(out, painted)
     return out.reshape(len(BEV_CHANNELS), h, w)
 
 
 @numba.njit(cache=True, nogil=True)
-def _raster_kernel(pts: np.ndarray, rgb: np.ndarray, bounds: np.ndarray, h: int, w: int) -> np.ndarray:
+def _raster_add(
+    out: np.ndarray,
+    painted: np.ndarray,
+    xyz: np.ndarray,
+    intensity: np.ndarray,
+    rgb: np.ndarray,
+    bounds: np.ndarray,
+    h: int,
+    w: int,
+) -> None:
+    """Accumulate (N, 3) points (in float32, whatever their type), (N,) intensities and (N, 3) or (0, 3) colours
+    into the (7, H * W) sums ``out`` and the (H * W,) painted counts."""
     x_min, y_min, z_min, z_max, res = bounds[0], bounds[1], bounds[2], bounds[3], bounds[4]
-    n_cells = h * w
-    out = np.zeros((7, n_cells), np.float32)
-    out[0, :] = -np.inf
-    out[1, :] = np.inf
-    painted = np.zeros(n_cells, np.float32)
     with_rgb = rgb.shape[0] > 0
-    for i in range(pts.shape[0]):
-        z = pts[i, 2]
-        ix = np.int64(np.floor((pts[i, 0] - x_min) / res))
-        iy = np.int64(np.floor((pts[i, 1] - y_min) / res))
+    for i in range(xyz.shape[0]):
+        x, y, z = np.float32(xyz[i, 0]), np.float32(xyz[i, 1]), np.float32(xyz[i, 2])
+        ix = np.int64(np.floor((x - x_min) / res))
+        iy = np.int64(np.floor((y - y_min) / res))
         if ix < 0 or ix >= w or iy < 0 or iy >= h or not (z >= z_min and z <= z_max):
             continue
         c = iy * w + ix
         out[0, c] = max(out[0, c], z)
         out[1, c] = min(out[1, c], z)
         out[2, c] += 1.0
-        out[3, c] += pts[i, 3]
+        out[3, c] += np.float32(intensity[i])
         if with_rgb and (np.int32(rgb[i, 0]) + np.int32(rgb[i, 1]) + np.int32(rgb[i, 2])) > 0:
             painted[c] += 1.0
             out[4, c] += rgb[i, 0]
             out[5, c] += rgb[i, 1]
             out[6, c] += rgb[i, 2]
-    for c in range(n_cells):
+
+
+@numba.njit(cache=True, nogil=True)
+def _raster_finish(out: np.ndarray, painted: np.ndarray) -> None:
+    """Sums to the raster: NaN heights where empty, mean intensity and mean painted colour."""
+    for c in range(out.shape[1]):
         count = out[2, c]
         if count == 0:
             out[0, c] = np.nan
@@ -107,7 +162,6 @@ def _raster_kernel(pts: np.ndarray, rgb: np.ndarray, bounds: np.ndarray, h: int,
         if painted[c] > 0:
             for k in range(4, 7):
                 out[k, c] /= painted[c]
-    return out
 
 
 def _rasterize_torch(pts: np.ndarray, grid: BevGrid, device: torch.device, rgb: np.ndarray | None) -> np.ndarray:

@@ -53,6 +53,7 @@ from autolabel.datasets.nuscenes import list_scenes, load_nuscenes_clip  # noqa:
 from autolabel.evaluate import CUSTOM_SPLIT, TRACKING_CONFIG, clear_mot, shadow_dataroot  # noqa: E402
 from autolabel.export.nuscenes import tracking_results, write_results  # noqa: E402
 from autolabel.labels import stored_frame_labels  # noqa: E402
+from autolabel.parallel import available_cores  # noqa: E402
 from autolabel.pipeline import ClipSpec, PipelineConfig, Stage, StageReport, run_clip  # noqa: E402
 from autolabel.sim.scenario import Profile  # noqa: E402
 from autolabel.store import ClipKey, open_store  # noqa: E402
@@ -116,7 +117,7 @@ def run_scene(dataroot: Path, scene: str, home: Path) -> SceneRun:
     for mode in Mode:
         with open_store(f"sqlite:///{home / f'labels-{mode.name.lower()}.db'}") as store:
             spec = ClipSpec(ClipSource.NUSCENES, dataroot, scene)
-            summary = run_clip(spec, home, store, torch.device("cpu"), mode_config(mode))
+            summary = run_clip(spec, home, store, torch.device("cpu"), mode_config(mode), workers=available_cores())
             labels[mode] = stored_frame_labels(store.current_labels(ClipKey(ClipSource.NUSCENES.value, scene)))
         stages[mode] = summary.stages
         print(f"  {scene} {mode.value}: {summary.tracks} tracks, {summary.seconds:.1f} s", file=sys.stderr)
@@ -373,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `{command}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}, "
-        f"torch {torch.get_num_threads()} threads (fusion single-threaded), one process; 1-minute load average at "
+        f"torch {torch.get_num_threads()} threads (fusion single-threaded), {available_cores()} forked workers for "
+        "detection and refinement; 1-minute load average at "
         f"the end: {os.getloadavg()[0]:.1f}. Whole run {total_s / 60:.1f} min (pipeline runs {pipeline_s / 60:.1f} "
         "min, with the stage caches under `<cache>/tracking-home` as found at the start).",
         "",

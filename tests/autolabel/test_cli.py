@@ -61,6 +61,8 @@ def test_source_option_errors(capsys, tmp_path: Path) -> None:
     assert_one_line_error(code, err, "dataset root")
     code, _, err = run(["demo", "--data", str(tmp_path / "absent")], capsys)
     assert_one_line_error(code, err, "fixture folder not found")
+    code, _, err = run(["run", "--nuscenes", str(tmp_path), "--scene", "s", "--workers", "0"], capsys)
+    assert_one_line_error(code, err, "--workers must be at least 1")
 
 
 def test_info_summarises_a_synthetic_nuscenes_scene(synthetic_nuscenes, capsys) -> None:

@@ -117,17 +117,6 @@ def test_cpu_paint_kernel_chooses_like_the_torch_path(sim_clip) -> None:
     assert set(np.unique(chosen)) == set(range(12))
 
 
-def test_frames_fused_in_two_processes_equal_one_process(sim_clip, fused) -> None:
-    forked = fuse_clip(sim_clip, CPU, workers=2)
-    for name in ("sweep_points", "sweep_world", "sweep_time_offset_s", "sweep_rgb", "sweep_view"):
-        ours, theirs = getattr(forked, name), getattr(fused, name)
-        assert len(ours) == len(theirs) == len(fused.sweep_timestamp_us)
-        for a, b in zip(ours, theirs, strict=True):
-            np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(forked.keyframe_bev, fused.keyframe_bev)
-    np.testing.assert_array_equal(forked.clip_bev, fused.clip_bev)
-
-
 def test_artifacts_round_trip_one_frame(sim_clip, fused, tmp_path: Path) -> None:
     path = write_artifacts(tmp_path / "clip.zarr", sim_clip, fused, FuseConfig())
     artifacts = open_artifacts(path)

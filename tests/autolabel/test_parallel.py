@@ -18,7 +18,19 @@ def test_results_come_back_in_order_from_other_processes() -> None:
 
     results = list(forked_map(task, range(20), workers=2))
     assert [r[0] for r in results] == [int(table[i * 1000 : (i + 1) * 1000].sum()) for i in range(20)]
-    assert os.getpid() not in {r[1] for r in results}
+    # The first item warms up in this process; the others run in workers.
+    assert results[0][1] == os.getpid() and os.getpid() not in {r[1] for r in results[1:]}
+
+
+def test_what_the_first_item_loads_is_inherited_by_the_workers() -> None:
+    loaded: list[int] = []
+
+    def task(index: int) -> int:
+        if not loaded:  # a lazily loaded resource: each process that has not got it loads it
+            loaded.append(os.getpid())
+        return loaded[0]
+
+    assert set(forked_map(task, range(8), workers=2)) == {os.getpid()}
 
 
 def test_one_worker_runs_in_this_process() -> None:

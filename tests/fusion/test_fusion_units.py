@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 
-from calibration import SE3, PinholeCamera
+from calibration import SE3, GeometryError, PinholeCamera
 from fusion.aggregate import (
     PoseTrack,
     SweepInput,
@@ -15,7 +17,7 @@ from fusion.aggregate import (
     time_offsets_from_azimuth,
     voxel_downsample,
 )
-from fusion.bev import BEV_CHANNELS, BevGrid, _rasterize_torch, rasterize
+from fusion.bev import BEV_CHANNELS, BevGrid, _rasterize_torch, rasterize, rasterize_parts, xy_extent
 from fusion.paint import CameraView, paint
 
 CPU = torch.device("cpu")
@@ -144,6 +146,22 @@ def test_bev_cpu_kernel_equals_the_torch_path() -> None:
     fast = rasterize(points, grid, CPU, rgb=rgb)
     reference = _rasterize_torch(points, grid, CPU, rgb)
     np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-4, equal_nan=True)
-    assert np.nansum(fast[2]) == np.sum(
-        (np.abs(points[:, :2]) < 51.2).all(axis=1) & (np.abs(points[:, 2]) <= 5.0)
-    )
+    assert np.nansum(fast[2]) == np.sum((np.abs(points[:, :2]) < 51.2).all(axis=1) & (np.abs(points[:, 2]) <= 5.0))
+
+
+def test_bev_of_parts_equals_the_bev_of_the_stacked_points() -> None:
+    rng = np.random.default_rng(1)
+    xyz = np.column_stack([rng.uniform(940, 1060, 9000), rng.uniform(-2060, -1940, 9000), rng.uniform(-6, 6, 9000)])
+    intensity = rng.uniform(0, 1, 9000).astype(np.float32)
+    rgb = rng.integers(0, 256, (9000, 3), dtype=np.uint8)
+    rgb[::4] = 0
+    grid = BevGrid(940.0, 1060.0, -2060.0, -1940.0, -5.0, 5.0, 0.5)
+    whole = rasterize(np.column_stack([xyz, intensity]), grid, CPU, rgb=rgb)
+    cuts = [0, 10, 4000, 4000, 9000]  # an empty part included
+    parts = [(xyz[a:b], intensity[a:b], rgb[a:b]) for a, b in itertools.pairwise(cuts)]
+    np.testing.assert_array_equal(rasterize_parts(parts, grid, CPU), whole)
+    lo, hi = xy_extent([p[0] for p in parts])
+    np.testing.assert_array_equal(lo, xyz[:, :2].min(axis=0))
+    np.testing.assert_array_equal(hi, xyz[:, :2].max(axis=0))
+    with pytest.raises(GeometryError, match="at least one point"):
+        xy_extent([np.zeros((0, 3))])
