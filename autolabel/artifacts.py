@@ -210,8 +210,7 @@ class ClipArtifacts:
     def world_clouds(self) -> list[np.ndarray]:
         """Per keyframe its multi-sweep cloud in the world frame, (M, 5) float64 ``x, y, z, intensity, dt_s``.
 
-        Reads each ragged array once (whole-clip consumers, e.g. trajectory refinement), instead of
-        :meth:`keyframe_cloud`'s per-sweep reads.
+        Reads each ragged array once for all keyframes (whole-clip consumers, e.g. trajectory refinement).
         """
         group = self.root["sweeps"]
         offsets = group["offsets"][:]

@@ -146,7 +146,7 @@ def main() -> int:
 
 Command: `{command}` (detection and refinement in {workers} forked worker processes)<br>
 Machine: {platform.machine()}, {cpus} CPUs, Python {platform.python_version()};
-1-minute load average at the end: {os.getloadavg()[0]:.1f} (other work was running when it is above 1)
+1-minute load average at the end: {os.getloadavg()[0]:.1f} (the run itself keeps up to {workers} cores busy)
 
 {first["frames"]} keyframes, {first["detections"]} detections, {first["tracks"]} tracks, {first["boxes"]} stored boxes.
 
