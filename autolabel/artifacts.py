@@ -184,6 +184,10 @@ class ClipArtifacts:
     def world_SE3_ego(self, frame: int) -> SE3:
         return SE3.from_matrix(self.root["keyframes/world_SE3_ego"][frame])
 
+    def keyframe_poses(self) -> list[SE3]:
+        """Every keyframe's ``world_SE3_ego``, in one read."""
+        return [SE3.from_matrix(m) for m in self.root["keyframes/world_SE3_ego"][:]]
+
     def keyframe_cloud(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
         """(M, 5) float32 ``x, y, z, intensity, dt_s`` in the keyframe's ego frame and (M, 3) uint8 colours."""
         if not 0 <= frame < self.num_keyframes:

@@ -411,7 +411,7 @@ def _load_tracks(path: Path) -> list[Track] | None:
 def clip_lidar(artifacts: ClipArtifacts, timestamps_us: Sequence[int]) -> ClipLidar:
     """The refinement's view of the fused clip: per keyframe its multi-sweep cloud in the world frame
     (``x, y, z, intensity, dt_s``) and the ego position standing in for the sensor's."""
-    sensors = [artifacts.world_SE3_ego(k).translation for k in range(artifacts.num_keyframes)]
+    sensors = [pose.translation for pose in artifacts.keyframe_poses()]
     return ClipLidar(
         np.asarray(timestamps_us), tuple(artifacts.world_clouds()), np.array(sensors), dt_column=4, cell_m=2.0
     )
@@ -595,7 +595,7 @@ def run_clip(
     start = time.perf_counter()
     fusion = fusion_output(clip, home, device, config, report)
     artifacts: ClipArtifacts = fusion.value
-    poses = [artifacts.world_SE3_ego(k) for k in range(artifacts.num_keyframes)]
+    poses = artifacts.keyframe_poses()
     timed(Stage.FUSION, fusion.cached, start, str(artifacts.path))
 
     start = time.perf_counter()
