@@ -270,6 +270,14 @@ class TrackerConfig:
         others = tuple((name, p) for name, p in self.class_params if name != label)
         return replace(self, class_params=(*others, (label, params)))
 
+    def with_class_changes(self, labels: tuple[str, ...], **changes: object) -> TrackerConfig:
+        """A copy where the params of each of ``labels`` (listed or not) have ``changes`` applied, e.g.
+        ``config.with_class_changes(VEHICLE_CLASSES, min_giou=0.0)``; an unknown field name fails."""
+        config = self
+        for label in labels:
+            config = config.with_class_params(label, replace(config.params_for(label), **changes))
+        return config
+
     def compatible(self, label_a: str, label_b: str) -> bool:
         """Whether a track of class ``label_a`` may be matched with a detection of class ``label_b``."""
         if label_a == label_b:

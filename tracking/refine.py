@@ -822,11 +822,13 @@ def _assemble(
     scores = np.interp(times_s, evidence_times[order], evidence_scores[order])
     scores[detected] = meas.scores[np.searchsorted(meas.frames, frames[detected])]
     nearest_s = np.min(np.abs(times_s[:, None] - evidence_times[None, :]), axis=1)
+    # A filled-in box (gap or extrapolated end) scores its neighbours' detections decayed with the time to the
+    # nearest one: ranked below detected boxes, so score thresholds (the devkit's AMOTA sweep) drop it first.
+    scores = np.where(detected | fixed, scores, scores * np.exp(-nearest_s / config.confidence_decay_s))
     num_points = solution.num_points[rows]
     has_lidar = np.array([problem.lidar.points[int(f)].shape[0] > 0 for f in frames])
     support = np.where(has_lidar, 0.5 + 0.5 * (1.0 - np.exp(-num_points / config.confidence_points)), _UNKNOWN_SUPPORT)
-    evidence = scores * np.exp(-nearest_s / config.confidence_decay_s)
-    confidences = np.sqrt(evidence * np.clip(source.score, 0.0, 1.0)) * support
+    confidences = np.sqrt(scores * np.clip(source.score, 0.0, 1.0)) * support
     confidences[fixed] = 1.0
 
     sources = tuple(

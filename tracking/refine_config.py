@@ -149,8 +149,8 @@ class RefineConfig:
         max_extrapolate_frames: at most this many frames are added before the first and after the last
             detection, each only while the box holds enough object points.
         min_extrapolate_points: ... this many.
-        confidence_decay_s: an interpolated box's detection evidence decays with this time constant
-            (distance in time to the nearest detection).
+        confidence_decay_s: a filled-in box's score and detection evidence (its neighbours' detection scores,
+            interpolated) decay with this time constant (distance in time to the nearest detection).
         confidence_points: points in a box at which the point support reaches 1 - 1/e.
         huber_k: measurements farther than this many standard deviations from the smoothed path are
             down-weighted (Huber, iteratively re-weighted least squares).

@@ -201,6 +201,10 @@ def test_gap_of_three_frames_is_interpolated_and_tagged() -> None:
         error = np.linalg.norm(refined.boxes.data[8:11, :2] - scene.truth[8:11, :2], axis=1)
         assert error.max() < 0.3, error  # measured 0.06 m
         assert refined.confidences[9] < refined.confidences[7]
+        # Filled-in boxes score the neighbours' 0.8 decayed by the time to the nearest detection (0.5, 1, 0.5 s).
+        decay = np.exp(-np.array([0.5, 1.0, 0.5]) / RefineConfig().confidence_decay_s)
+        np.testing.assert_allclose(refined.scores[8:11], 0.8 * decay)
+        assert np.all(refined.scores[seen] == 0.8)
 
 
 def test_track_is_extrapolated_only_where_the_lidar_sees_the_object() -> None:

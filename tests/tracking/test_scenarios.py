@@ -24,6 +24,7 @@ from tracking_scenarios import (
 
 from calibration import Boxes3D
 from tracking import (
+    VEHICLE_CLASSES,
     BoxSource,
     Detections,
     LifeCycle,
@@ -122,6 +123,28 @@ def test_a_parked_car_track_does_not_jump_to_the_next_bay() -> None:
     no_split = OffboardConfig(split_jump_m=math.inf)
     (joined,) = track_clip(scenario.frames, TrackerConfig(offboard=no_split), OFFBOARD)
     assert truth_of_track(joined, scenario) == {0, 1}
+
+
+def test_requiring_overlap_keeps_a_track_off_its_neighbours_detections() -> None:
+    # A row of two parked cars 2.8 m apart (GIoU -0.19). The second is occluded (undetected) in frames 10-14,
+    # just when the first comes into view. With the default gate (GIoU >= -0.5) the second car's coasting track
+    # takes the first car's detections; a gate requiring overlap starts a track of its own for the first car
+    # and bridges the second car's gap.
+    n = 20
+    seen = np.ones(n, dtype=bool)
+    seen[10:15] = False
+    first, second = path(n, (10.0, 0.0), (0.0, 0.0)), path(n, (10.0, 2.8), (0.0, 0.0))
+    scenario = build([script(0, "car", *first, seen=frames_mask(n, 10, n)), script(1, "car", *second, seen=seen)])
+    loose = TrackerConfig()
+    tracks = track_clip(scenario.frames, loose, OFFBOARD)
+    assert mot_counts(tracks, scenario).num_switches == 2
+    assert [truth_of_track(t, scenario) for t in tracks] == [{1}, {0}, {0}, {1}]
+    overlap = loose.with_class_changes(VEHICLE_CLASSES, min_giou=0.0)
+    tracks = track_clip(scenario.frames, overlap, OFFBOARD)
+    counts = mot_counts(tracks, scenario)
+    assert (counts.num_switches, counts.num_fragmentations, counts.num_misses) == (0, 0, 10)  # the first's unseen
+    assert [(t.first_frame, t.last_frame, truth_of_track(t, scenario)) for t in tracks] == [(0, 19, {1}), (10, 19, {0})]
+    assert overlap.params_for("pedestrian") == loose.params_for("pedestrian")
 
 
 def test_car_that_stops_and_starts_keeps_one_track() -> None:

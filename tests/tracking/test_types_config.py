@@ -84,6 +84,13 @@ def test_config_defaults_lookup_and_validation() -> None:
     slow = ClassParams(gate_m=1.0)
     assert config.with_class_params("car", slow).params_for("car") == slow
     assert config.with_class_params("hovercraft", slow).params_for("hovercraft") == slow
+    tight = config.with_class_changes(("car", "hovercraft"), min_giou=0.2)
+    assert tight.params_for("car") == dataclasses.replace(config.params_for("car"), min_giou=0.2)
+    assert tight.params_for("hovercraft").min_giou == 0.2 and tight.params_for("truck") == config.params_for("truck")
+    with pytest.raises(InputError):
+        config.with_class_changes(("car",), min_giou=2.0)
+    with pytest.raises(TypeError):
+        config.with_class_changes(("car",), gate=1.0)
     assert TrackerConfig(affinity="giou_3d").affinity.value == "giou_3d"  # type: ignore[arg-type]
     with pytest.raises(InputError, match="unique"):
         TrackerConfig(class_params=(("car", slow), ("car", slow)))
