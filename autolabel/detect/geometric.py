@@ -71,6 +71,7 @@ from calibration import EGO_FRAME, Boxes3D, iou_bev
 
 MERGE_SAMPLE_POINTS = 4000  # merge candidates are judged on an even subsample of this many points
 VEHICLE_INDEX = np.array(sorted(CLASSES.index(c) for c in VEHICLES))
+_VEHICLES_SPLIT = -1  # split proposals whose parts are judged by their best vehicle class
 STAGES = ("ground", "candidates", "cluster", "fit", "chain", "merge", "split", "classify")
 
 
@@ -99,6 +100,10 @@ class GeometricConfig:
         row_gap_m: a row is cut where its points leave a gap longer than this along its axis.
         max_rack_size: most two-wheelers one cluster is split into (parked side by side in a rack).
         rack_spacing_m: about how far apart two-wheelers stand in a rack.
+        max_vehicle_width_m: a vehicle-high cluster wider than this (across its fitted axis) is tried as vehicles
+            parked side by side (0.3 m apart they merge in the clustering).
+        side_gap_m: ... cut at empty strips at least this wide, along either fitted axis,
+        min_side_part_m: ... into parts at least this wide.
         smear_split_speed_mps: clusters moving faster than this are checked for several objects' smears.
         smear_link_m: link distance of the re-clustering of their motion-corrected points.
         max_smear_length_m: longer clusters (after motion correction) are not checked (walls).
@@ -145,6 +150,9 @@ class GeometricConfig:
     row_gap_m: float = 1.0
     max_rack_size: int = 5
     rack_spacing_m: float = 0.8
+    max_vehicle_width_m: float = 3.3
+    side_gap_m: float = 0.12
+    min_side_part_m: float = 1.0
     smear_split_speed_mps: float = 3.0
     smear_link_m: float = 0.8
     max_smear_length_m: float = 40.0
@@ -799,7 +807,9 @@ def split_groups(
     Pedestrian groups: k-means (k = 2 .. ``max_group_size``) on motion-corrected BEV points, seeded along the
     long axis; the smallest k whose parts are all pedestrian-sized is the candidate. Barrier rows: see
     :func:`_barrier_split`. Racks (two-wheelers parked side by side, a still cluster about a bicycle long across and
-    a bicycle high): k = 2 .. ``max_rack_size`` equal segments along the long axis, the k that fits best.
+    a bicycle high): k = 2 .. ``max_rack_size`` equal segments along the long axis, the k that fits best. Vehicles
+    side by side (a still, vehicle-high cluster wider than ``max_vehicle_width_m``): see :func:`_side_by_side_splits`;
+    their parts are judged by the best vehicle class of each.
     """
     if len(fits) == 0:
         return members, fits
@@ -826,11 +836,16 @@ def split_groups(
         & (np.abs(fits.height - bike_h) < 0.4)
         & (fits.speed_mps < config.classify.moving_speed_mps)
     )
+    side_by_side = (
+        (fits.width > config.max_vehicle_width_m)
+        & (fits.height > 1.0)
+        & (fits.speed_mps < config.classify.moving_speed_mps)
+    )
     ped, barrier = CLASSES.index(Category.PEDESTRIAN), CLASSES.index(Category.BARRIER)
     bicycle = CLASSES.index(Category.BICYCLE)
-    # Candidate splits: (cluster, class index, parts).
+    # Candidate splits: (cluster, class index or _VEHICLES_SPLIT, parts).
     proposals: list[tuple[int, int, list[np.ndarray]]] = []
-    for k in np.flatnonzero((group | row | rack) & (best < config.split_below_likelihood)):
+    for k in np.flatnonzero((group | row | rack | side_by_side) & (best < config.split_below_likelihood)):
         one = fits.take(np.array([k]))
         if group[k]:
             proposals += [(int(k), ped, parts) for parts in _pedestrian_splits(points, members[k], one, config)]
@@ -843,6 +858,9 @@ def split_groups(
                 parts = _equal_segments(points, members[k], one, n, config.cluster.min_points)
                 if len(parts) == n:
                     proposals.append((int(k), bicycle, parts))
+        if side_by_side[k]:
+            splits = _side_by_side_splits(points, members[k], one, config)
+            proposals += [(int(k), _VEHICLES_SPLIT, parts) for parts in splits]
     if not proposals:
         return members, fits
     all_parts = [p for _, _, parts in proposals for p in parts]
@@ -858,7 +876,8 @@ def split_groups(
             if k in settled or not np.all(part_fits.length[rows] <= config.pedestrian_max_length_m):
                 continue  # settled already, or some part is still too long for one pedestrian: the next k
             settled.add(k)
-        value = float(lik[rows, label].mean())
+        part_lik = lik[rows][:, VEHICLE_INDEX].max(axis=1) if label == _VEHICLES_SPLIT else lik[rows, label]
+        value = float(part_lik.mean())
         if value > best[k] and value > chosen.get(k, (-1.0,))[0]:
             chosen[k] = (value, parts, rows)
     if not chosen:
@@ -867,6 +886,32 @@ def split_groups(
     out_members = [members[k] for k in kept] + [m for _, parts, _ in chosen.values() for m in parts]
     part_rows = np.concatenate([rows for _, _, rows in chosen.values()])
     return out_members, ClusterFits.concatenate([fits.take(kept), part_fits.take(part_rows)])
+
+
+def _side_by_side_splits(
+    points: np.ndarray, idx: np.ndarray, fit: ClusterFits, config: GeometricConfig
+) -> list[list[np.ndarray]]:
+    """Part lists of a cluster cut at the empty strips (at least ``side_gap_m`` wide) across each of its two fitted
+    axes, keeping only cuts that leave parts at least ``min_side_part_m`` wide on both sides (none: no list)::
+
+        ######## ########       two trucks parked 0.3 m apart, seen end-on: one cluster 5.4 m wide
+        ######## ########  ->   cut at the strip between them
+    """
+    out = []
+    c, s = np.cos(fit.yaw[0]), np.sin(fit.yaw[0])
+    for axis in (np.array([c, s]), np.array([-s, c])):
+        u = _along(points[idx, :2] - fit.centre[0], axis)
+        order = np.argsort(u, kind="stable")
+        su = u[order]
+        cuts, start = [], su[0]
+        for g in np.flatnonzero(np.diff(su) >= config.side_gap_m) + 1:
+            if su[g - 1] - start >= config.min_side_part_m and su[-1] - su[g] >= config.min_side_part_m:
+                cuts.append(int(g))
+                start = su[g]
+        parts = [idx[order[run]] for run in np.split(np.arange(len(su)), cuts)]
+        if len(parts) >= 2 and min(len(p) for p in parts) >= config.cluster.min_points:
+            out.append(parts)
+    return out
 
 
 def _equal_segments(points: np.ndarray, idx: np.ndarray, fit: ClusterFits, n: int, min_points: int) -> list[np.ndarray]:

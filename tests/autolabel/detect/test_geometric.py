@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from autolabel.categories import Category
-from autolabel.detect import DETECTORS, Detections3D, Detector, DetectorInput, GeometricDetector, detect_geometric
+from autolabel.detect import (
+    DETECTORS,
+    Detections3D,
+    Detector,
+    DetectorInput,
+    GeometricConfig,
+    GeometricDetector,
+    detect_geometric,
+)
 from autolabel.detect.geometric import STAGES
 from calibration import EGO_FRAME, Boxes3D, InputError, iou_bev
 
@@ -137,6 +145,23 @@ def test_two_cars_parked_nose_to_tail_are_not_merged(synth) -> None:
     found = _detect(synth.cast(synth.Scene(cars))).detections
     iou, index = _match(Boxes3D(cars, EGO_FRAME), found)
     assert np.all(iou >= 0.6) and index[0] != index[1]
+
+
+def test_vehicles_parked_side_by_side_are_cut_apart(synth) -> None:
+    # A car and two trucks in a parking row seen end-on, 0.55 m and 0.3 m apart: the trucks merge into one cluster
+    # 5.3 m wide that fits no class; cut at the empty strip between them it is two trucks.
+    row = synth.boxes(
+        (5.85, -11.55, 4.9, 2.0, 1.85, np.pi / 2),
+        (8.65, -11.36, 6.5, 2.5, 2.85, -np.pi / 2),
+        (11.45, -11.48, 7.0, 2.5, 2.9, -np.pi / 2),
+    )
+    cloud = synth.cast(synth.Scene(row))
+    found = _detect(cloud).detections
+    iou, index = _match(Boxes3D(row, EGO_FRAME), found)
+    assert np.all(iou >= 0.6) and len(set(index.tolist())) == 3, (iou, index)
+    assert [found.categories[i] for i in index] == [Category.CAR, Category.TRUCK, Category.TRUCK]
+    merged = detect_geometric(DetectorInput(cloud.points, 0), GeometricConfig(max_vehicle_width_m=np.inf))
+    assert np.any(merged.detections.boxes.data[:, 4] > 5.0)  # without the cut: one box over both trucks
 
 
 def test_two_cars_following_closely_at_highway_speed_are_two_boxes(synth) -> None:
