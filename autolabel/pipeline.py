@@ -58,6 +58,7 @@ from tracking import (
     TrackerConfig,
     TrackingMode,
     refine_kept,
+    remove_duplicates,
     track_clip,
 )
 
@@ -552,7 +553,7 @@ def refinement_output(
     config: PipelineConfig,
     workers: int = 1,
 ) -> StageOutput:
-    """The refined tracks (:class:`tracking.RefinedTrack`), made unless cached; weak tracks are removed.
+    """The refined tracks (:class:`tracking.RefinedTrack`), made unless cached; weak and duplicate tracks are removed.
     Tracks are spread over ``workers`` processes."""
     key = content_hash("refinement", tracking_key, config.refine, code_version())
     path = Path(home) / "cache" / "refined" / f"{key}.npz"
@@ -564,7 +565,7 @@ def refinement_output(
     if len(clip) < refine.min_detections:  # a clip shorter than the minimum track keeps clip-long tracks
         refine = dataclasses.replace(refine, min_detections=max(1, len(clip)))
     refined = forked_map(lambda track: refine_kept(track, lidar, refine), tracks, workers)
-    _save_tracks(path, [t for t in refined if t is not None])
+    _save_tracks(path, remove_duplicates([t for t in refined if t is not None], refine))
     return StageOutput(_load_tracks(path), key, False)
 
 

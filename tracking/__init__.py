@@ -37,7 +37,14 @@ from tracking.config import (
 )
 from tracking.lidar import ClipLidar
 from tracking.motion import MotionEvidence, MotionKind, classify_motion
-from tracking.refine import RefinedTrack, refine_kept, refine_track, refine_tracks, resolve_track
+from tracking.refine import (
+    RefinedTrack,
+    refine_kept,
+    refine_track,
+    refine_tracks,
+    remove_duplicates,
+    resolve_track,
+)
 from tracking.refine_config import DEFAULT_CLASS_PRIORS, ClassPrior, RefineConfig
 from tracking.run import FrameTracks, frames_of_tracks, track_clip
 from tracking.types import BoxSource, Detections, Track, TrackedBox, TrackingMode, TrackState
@@ -74,6 +81,7 @@ __all__ = [
     "refine_kept",
     "refine_track",
     "refine_tracks",
+    "remove_duplicates",
     "resolve_track",
     "track_clip",
 ]

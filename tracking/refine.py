@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from calibration import Boxes3D, InputError, wrap_angle_rad
+from calibration import Boxes3D, InputError, iou_bev, wrap_angle_rad
+from tracking.config import VEHICLE_CLASSES
 from tracking.lidar import ClipLidar
 from tracking.motion import MotionEvidence, MotionKind, classify_motion
 from tracking.refine_config import ClassPrior, RefineConfig
@@ -91,7 +92,8 @@ class RefinedTrack(Track):
 
 
 def refine_tracks(tracks: Sequence[Track], lidar: ClipLidar, config: RefineConfig | None = None) -> list[RefinedTrack]:
-    """Refine every track of a clip; tracks too short, too weak or without lidar support are removed.
+    """Refine every track of a clip; tracks too short, too weak or without lidar support are removed, and so are
+    duplicates (:func:`remove_duplicates`).
 
     Args:
         tracks: the tracker's output (boxes in ``lidar.frame``, frame indices into ``lidar``'s keyframes).
@@ -100,7 +102,32 @@ def refine_tracks(tracks: Sequence[Track], lidar: ClipLidar, config: RefineConfi
     """
     config = RefineConfig() if config is None else config
     refined = (refine_kept(track, lidar, config) for track in tracks)
-    return [track for track in refined if track is not None]
+    return remove_duplicates([track for track in refined if track is not None], config)
+
+
+def remove_duplicates(tracks: Sequence[RefinedTrack], config: RefineConfig) -> list[RefinedTrack]:
+    """``tracks`` (order kept) without the duplicates of higher-scoring ones: two tracks of one object (say a
+    parked car's track broken by the tracker and refined twice onto the same points). From the best track score
+    down, a track is removed where it shares at least ``duplicate_share`` of its frames with a kept track of the
+    same class (or both vehicles) and their boxes there overlap by a mean BEV IoU of at least ``duplicate_iou``."""
+    kept: list[int] = []
+    for i in sorted(range(len(tracks)), key=lambda i: -tracks[i].score):
+        if not any(_duplicate_of(tracks[i], tracks[j], config) for j in kept):
+            kept.append(i)
+    return [tracks[i] for i in sorted(kept)]
+
+
+def _duplicate_of(track: RefinedTrack, better: RefinedTrack, config: RefineConfig) -> bool:
+    if track.label != better.label and not (track.label in VEHICLE_CLASSES and better.label in VEHICLE_CLASSES):
+        return False
+    _, rows, better_rows = np.intersect1d(track.frame_indices, better.frame_indices, return_indices=True)
+    if rows.shape[0] == 0 or rows.shape[0] < config.duplicate_share * len(track):
+        return False
+    a, b = track.boxes[rows], better.boxes[better_rows]
+    reach = (np.hypot(a.sizes[:, 0], a.sizes[:, 1]) + np.hypot(b.sizes[:, 0], b.sizes[:, 1])) / 2.0
+    if np.all(np.linalg.norm(a.centers[:, :2] - b.centers[:, :2], axis=1) >= reach):  # footprints never meet
+        return False
+    return float(np.mean(np.diag(iou_bev(a, b)))) >= config.duplicate_iou
 
 
 def refine_kept(track: Track, lidar: ClipLidar, config: RefineConfig) -> RefinedTrack | None:

@@ -154,6 +154,9 @@ class RefineConfig:
         confidence_points: points in a box at which the point support reaches 1 - 1/e.
         huber_k: measurements farther than this many standard deviations from the smoothed path are
             down-weighted (Huber, iteratively re-weighted least squares).
+        duplicate_iou: a refined track whose boxes overlap a higher-scoring track's (same class, or both vehicles)
+            by at least this mean BEV IoU over their shared frames is a duplicate of it and removed ...
+        duplicate_share: ... where the shared frames are at least this share of its own frames.
     """
 
     class_priors: tuple[tuple[str, ClassPrior], ...] = DEFAULT_CLASS_PRIORS
@@ -189,6 +192,8 @@ class RefineConfig:
     confidence_decay_s: float = 2.0
     confidence_points: float = 15.0
     huber_k: float = 2.5
+    duplicate_iou: float = 0.3
+    duplicate_share: float = 0.5
 
     def __post_init__(self) -> None:
         names = [name for name, _ in self.class_priors]
@@ -196,7 +201,7 @@ class RefineConfig:
             raise InputError(f"RefineConfig.class_priors names must be unique, got {names}")
         if self.min_detections < 1 or self.iterations < 1 or self.max_extrapolate_frames < 0:
             raise InputError(f"RefineConfig counts out of range: {self}")
-        fractions = (self.anchor_span_fraction, self.min_face_span_fraction)
+        fractions = (self.anchor_span_fraction, self.min_face_span_fraction, self.duplicate_iou, self.duplicate_share)
         if not 0.0 <= self.extent_trim < 0.5 or not all(0.0 <= f <= 1.0 for f in fractions):
             raise InputError(f"RefineConfig fractions out of range: {self}")
         positive = (

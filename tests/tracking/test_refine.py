@@ -7,6 +7,7 @@ Figures measured with these seeds are quoted in the assertions' comments.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ from calibration import Boxes3D, InputError, iou_bev
 from tracking import BoxSource, Track, frames_of_tracks
 from tracking.lidar import ClipLidar
 from tracking.motion import MotionKind, classify_motion
-from tracking.refine import RefinedTrack, refine_track, refine_tracks, resolve_track
+from tracking.refine import RefinedTrack, refine_track, refine_tracks, remove_duplicates, resolve_track
 from tracking.refine_config import DEFAULT_CLASS_PRIORS, RefineConfig
 from tracking.shape import fit_footprint, ground_height_m, lshape_yaw_rad, robust_extremes, truncated_prior_mean
 from tracking.smooth import nearest_half_turn, smooth_sequence
@@ -252,6 +253,33 @@ def test_short_weak_and_empty_tracks_are_removed() -> None:
     weak = make_track(np.arange(N_FRAMES), scene.detections, scores=0.1, track_id=3)
     kept = refine_tracks([good, single, ghost, weak], scene.lidar)
     assert [t.track_id for t in kept] == [0]
+
+
+def test_a_duplicate_track_of_the_same_car_is_removed_and_its_neighbours_kept() -> None:
+    scene = parked_car_scene()
+    car = make_track(np.arange(N_FRAMES), scene.detections, track_id=0)
+    twin = make_track(np.arange(12), scene.detections[:12], scores=0.6, track_id=1)  # the car's track broken off
+    kept = refine_tracks([twin, car], scene.lidar)
+    assert [t.track_id for t in kept] == [0]
+    (refined,) = kept
+    config = RefineConfig()
+
+    def moved(dy_m: float, label: str = "car", track_id: int = 1, score: float = 0.6) -> RefinedTrack:
+        boxes = refined.boxes.data + np.array([0.0, dy_m, 0, 0, 0, 0, 0])
+        return dataclasses.replace(
+            refined, track_id=track_id, label=label, score=score, boxes=Boxes3D(boxes, "world", refined.boxes.velocity)
+        )
+
+    # The car is about 1.85 m wide: 0.3 m aside the BEV IoU is about 0.7, 1.5 m aside about 0.1, 2.8 m aside (the
+    # next bay) 0.
+    assert [t.track_id for t in remove_duplicates([moved(0.3), refined], config)] == [0]
+    assert [t.track_id for t in remove_duplicates([moved(0.3, "truck"), refined], config)] == [0]  # both vehicles
+    assert [t.track_id for t in remove_duplicates([moved(0.3, score=0.95), refined], config)] == [1]  # the better
+    for other in (moved(1.5), moved(2.8), moved(0.3, "pedestrian")):
+        assert [t.track_id for t in remove_duplicates([other, refined], config)] == [1, 0]
+    short = dataclasses.replace(moved(0.3), frame_indices=refined.frame_indices + N_FRAMES // 2)  # half shared
+    assert len(remove_duplicates([short, refined], dataclasses.replace(config, duplicate_share=0.6))) == 2
+    assert len(remove_duplicates([short, refined], config)) == 1
 
 
 # ------------------------------------------------------------------------------------------ re-solve
