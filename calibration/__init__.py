@@ -1,6 +1,6 @@
 """Geometry core: rigid transforms, boxes, cameras, rigs (numpy/scipy/opencv only)."""
 
-from calibration.boxes import EGO_FRAME, WORLD_FRAME, Box3D, Boxes3D, iou_3d, iou_bev, wrap_angle_rad
+from calibration.boxes import EGO_FRAME, WORLD_FRAME, Box3D, Boxes3D, iou_3d, iou_bev, iou_bev_paired, wrap_angle_rad
 from calibration.camera import PinholeCamera, Projection
 from calibration.errors import AutolabelError, GeometryError, InputError
 from calibration.rig import LidarSensor, Rig, SensorKind
@@ -24,6 +24,7 @@ __all__ = [
     "interpolate_poses",
     "iou_3d",
     "iou_bev",
+    "iou_bev_paired",
     "nearest_rotation",
     "wrap_angle_rad",
 ]

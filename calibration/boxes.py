@@ -312,21 +312,40 @@ def _bev_intersection_areas(a: Boxes3D, b: Boxes3D) -> np.ndarray:
     rows, cols = np.nonzero(dist < radius_a[:, None] + radius_b[None, :])
     if len(rows) == 0:
         return areas
-    origin = (a.centers[rows, :2] + b.centers[cols, :2]) / 2.0  # pair-local coordinates: well-conditioned
-    rect_a = np.column_stack([a.centers[rows, :2] - origin, a.sizes[rows, :2] / 2.0, a.yaws_rad[rows]])
-    rect_b = np.column_stack([b.centers[cols, :2] - origin, b.sizes[cols, :2] / 2.0, b.yaws_rad[cols]])
-    areas[rows, cols] = _rectangle_intersection_areas(rect_a, rect_b)
+    areas[rows, cols] = _paired_intersection_areas(a.data[rows], b.data[cols])
     return areas
+
+
+def _paired_intersection_areas(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(P,) footprint intersection areas in m^2 of P pairs of (P, 7) box rows."""
+    origin = (a[:, :2] + b[:, :2]) / 2.0  # pair-local coordinates: well-conditioned
+    rect_a = np.column_stack([a[:, :2] - origin, a[:, 3:5] / 2.0, a[:, 6]])
+    rect_b = np.column_stack([b[:, :2] - origin, b[:, 3:5] / 2.0, b[:, 6]])
+    return _rectangle_intersection_areas(rect_a, rect_b)
+
+
+def _iou_from_areas(inter: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:
+    union = area_a + area_b - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def iou_bev(a: Boxes3D, b: Boxes3D) -> np.ndarray:
     """(N, M) bird's-eye-view IoU of rotated footprints."""
     _check_same_frame(a, b)
     inter = _bev_intersection_areas(a, b)
-    area_a = a.sizes[:, 0] * a.sizes[:, 1]
-    area_b = b.sizes[:, 0] * b.sizes[:, 1]
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return _iou_from_areas(inter, (a.sizes[:, 0] * a.sizes[:, 1])[:, None], (b.sizes[:, 0] * b.sizes[:, 1])[None, :])
+
+
+def iou_bev_paired(a: Boxes3D, b: Boxes3D) -> np.ndarray:
+    """(N,) bird's-eye-view IoU of the footprints of ``a[i]`` and ``b[i]`` (the diagonal of :func:`iou_bev`,
+    without the other N * (N - 1) pairs)."""
+    _check_same_frame(a, b)
+    if len(a) != len(b):
+        raise GeometryError(f"iou_bev_paired needs as many boxes on both sides, got {len(a)} and {len(b)}")
+    if len(a) == 0:
+        return np.zeros(0)
+    inter = _paired_intersection_areas(a.data, b.data)
+    return _iou_from_areas(inter, a.sizes[:, 0] * a.sizes[:, 1], b.sizes[:, 0] * b.sizes[:, 1])
 
 
 def iou_3d(a: Boxes3D, b: Boxes3D) -> np.ndarray:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from calibration import Boxes3D, InputError, iou_bev, wrap_angle_rad
+from calibration import Boxes3D, InputError, iou_bev_paired, wrap_angle_rad
 from tracking.config import VEHICLE_CLASSES
 from tracking.lidar import ClipLidar
 from tracking.motion import MotionEvidence, MotionKind, classify_motion
@@ -123,11 +123,7 @@ def _duplicate_of(track: RefinedTrack, better: RefinedTrack, config: RefineConfi
     _, rows, better_rows = np.intersect1d(track.frame_indices, better.frame_indices, return_indices=True)
     if rows.shape[0] == 0 or rows.shape[0] < config.duplicate_share * len(track):
         return False
-    a, b = track.boxes[rows], better.boxes[better_rows]
-    reach = (np.hypot(a.sizes[:, 0], a.sizes[:, 1]) + np.hypot(b.sizes[:, 0], b.sizes[:, 1])) / 2.0
-    if np.all(np.linalg.norm(a.centers[:, :2] - b.centers[:, :2], axis=1) >= reach):  # footprints never meet
-        return False
-    return float(np.mean(np.diag(iou_bev(a, b)))) >= config.duplicate_iou
+    return float(np.mean(iou_bev_paired(track.boxes[rows], better.boxes[better_rows]))) >= config.duplicate_iou
 
 
 def refine_kept(track: Track, lidar: ClipLidar, config: RefineConfig) -> RefinedTrack | None:

@@ -17,6 +17,7 @@ from calibration import (
     GeometryError,
     iou_3d,
     iou_bev,
+    iou_bev_paired,
     wrap_angle_rad,
 )
 
@@ -693,6 +694,10 @@ def test_iou_matches_shapely_on_random_pairs() -> None:
     b[:, 6] += rng.choice([0.0, np.pi / 2, np.pi, 0.1], n) * (rng.uniform(size=n) < 0.6)
     boxes_a, boxes_b = Boxes3D(a, EGO_FRAME), Boxes3D(b, EGO_FRAME)
     ours = np.diag(iou_bev(boxes_a, boxes_b))
+    np.testing.assert_allclose(iou_bev_paired(boxes_a, boxes_b), ours, atol=1e-12)
+    assert iou_bev_paired(boxes_a[:0], boxes_b[:0]).shape == (0,)
+    with pytest.raises(GeometryError, match="as many"):
+        iou_bev_paired(boxes_a, boxes_b[:3])
     pa, pb = shapely.polygons(boxes_a.bev_corners()), shapely.polygons(boxes_b.bev_corners())
     inter = shapely.area(shapely.intersection(pa, pb))
     expected = inter / (shapely.area(pa) + shapely.area(pb) - inter)
