@@ -201,6 +201,24 @@ def test_two_stage_association_recovers_low_score_detections() -> None:
     assert online.frame_indices.tolist() == [*range(2, 10), *range(13, 30)]
 
 
+def test_a_track_confirmed_at_its_first_detection_collects_the_low_score_ones() -> None:
+    # A far parked car: one confident detection (frame 5) among doubtful ones (0.25). A tentative track takes
+    # no low-score detections, so with two hits to confirm both passes lose the car; confirmed at once, the
+    # forward pass follows it to the end and the backward pass to the start.
+    n = 12
+    xy, yaw = path(n, (40.0, 10.0), (0.0, 0.0))
+    scenario = build([script(0, "car", xy, yaw, score=np.where(np.arange(n) == 5, 0.8, 0.25))], noise_m=0.05)
+    two_hits = TrackerConfig(offboard=OffboardConfig(min_detections=2, life=LifeCycle(min_hits=2, max_age_s=3.0)))
+    assert track_clip(scenario.frames, two_hits, OFFBOARD) == []
+    at_once = TrackerConfig(offboard=OffboardConfig(min_detections=2, life=LifeCycle(min_hits=1, max_age_s=3.0)))
+    (track,) = track_clip(scenario.frames, at_once, OFFBOARD)
+    assert track.frame_indices.tolist() == list(range(n)) and track.num_detected == n
+    assert mot_counts([track], scenario).num_misses == 0
+    # A lone confident detection is still no track: the two-detection minimum removes it.
+    lone = build([script(0, "car", xy, yaw, seen=np.arange(n) == 5)], noise_m=0.05)
+    assert track_clip(lone.frames, at_once, OFFBOARD) == []
+
+
 def test_bidirectional_merge_starts_the_track_at_the_first_detection() -> None:
     # The first 5 detections are weak (0.3): forward, low scores cannot start a track, so it is born at
     # frame 5 and reported online from frame 7 (3 hits). The backward pass reaches frames 0-4 through
