@@ -148,7 +148,9 @@ class RefineConfig:
         max_gap_s: gaps up to this long inside a track are interpolated (None: all).
         max_extrapolate_frames: at most this many frames are added before the first and after the last
             detection, each only while the box holds enough object points.
-        min_extrapolate_points: ... this many.
+        min_extrapolate_points: ... this many (of a keyframe's multi-sweep cloud). 5 rather than 10 follows a car
+            into the frames where it is still sparsely seen, mostly parked cars at 40-50 m: tracking-suite car
+            AMOTA 0.829 -> 0.850 (seed 0) and 0.828 -> 0.850 (seed 2), ID switches unchanged (3: 0.850 / 0.850).
         confidence_decay_s: a filled-in box's score and detection evidence (its neighbours' detection scores,
             interpolated) decay with this time constant (distance in time to the nearest detection).
         confidence_points: points in a box at which the point support reaches 1 - 1/e.
@@ -188,7 +190,7 @@ class RefineConfig:
     iterations: int = 3
     max_gap_s: float | None = None
     max_extrapolate_frames: int = 3
-    min_extrapolate_points: int = 10
+    min_extrapolate_points: int = 5
     confidence_decay_s: float = 2.0
     confidence_points: float = 15.0
     huber_k: float = 2.5
