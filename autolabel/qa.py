@@ -25,6 +25,7 @@ from fusion.calib_qa import (
     CameraQA,
     ExtrinsicsCheckConfig,
     ImageSample,
+    PreparedImages,
     TimeCheckConfig,
     TimeOffsetQA,
     TimeSample,
@@ -156,7 +157,8 @@ def calibration_qa(clip: Clip, fused: FusedClip, config: QAConfig | None = None)
     config = config or QAConfig()
     frames = qa_frames(len(clip), config.max_frames)
     by_camera, timed = image_samples(clip, fused, frames)
-    cameras = tuple(check_extrinsics(samples, config.extrinsics) for samples in by_camera.values())
+    prepared = PreparedImages()  # both checks score the same images with the same points
+    cameras = tuple(check_extrinsics(samples, config.extrinsics, prepared) for samples in by_camera.values())
     if clip.timestamps_synthetic:
         return ClipQA(cameras, None, frames, "timestamps are synthetic (made from the frame rate)")
-    return ClipQA(cameras, check_time_offset(timed, config.time), frames)
+    return ClipQA(cameras, check_time_offset(timed, config.time, prepared), frames)

@@ -553,6 +553,37 @@ def _prepare(
     return _Prepared(camera, edge_map, edges, segments, coeff, weight)
 
 
+class PreparedImages:
+    """Depth edges and edge maps of images, computed once for the checks that share them.
+
+    :func:`check_extrinsics` and :func:`check_time_offset` of one clip score the same images with the same
+    lidar points (at offset 0): given one instance, each image is prepared once. Only for samples built from
+    the same image array and points (as :func:`autolabel.qa.image_samples` builds them); the image array's
+    identity, its camera and the score parameters are the key.
+    """
+
+    def __init__(self) -> None:
+        self._prepared: dict[tuple[int, str, EdgeScoreConfig], tuple[np.ndarray, _Prepared]] = {}
+
+    def __len__(self) -> int:
+        """Images prepared so far."""
+        return len(self._prepared)
+
+    def get(
+        self,
+        points_ego: np.ndarray,
+        image_rgb: np.ndarray,
+        camera: PinholeCamera,
+        cfg: EdgeScoreConfig,
+        lidar_origin_ego: np.ndarray | None,
+    ) -> _Prepared:
+        """The image's depth edges and edge map, prepared on first request."""
+        key = (id(image_rgb), camera.name, cfg)
+        if key not in self._prepared:  # the image is kept with its result: its id cannot be reused meanwhile
+            self._prepared[key] = (image_rgb, _prepare(points_ego, image_rgb, camera, cfg, lidar_origin_ego))
+        return self._prepared[key][1]
+
+
 def _edge_values(
     prep: _Prepared, cam_SE3_ego: SE3, cfg: EdgeScoreConfig, segments: np.ndarray | None = None
 ) -> np.ndarray:
@@ -645,7 +676,11 @@ def _edge_clusters(prepared: Sequence[_Prepared], cell_px: float) -> np.ndarray:
     return np.unique(np.concatenate(keys), axis=0, return_inverse=True)[1].reshape(-1)
 
 
-def check_extrinsics(samples: Sequence[ImageSample | tuple], config: ExtrinsicsCheckConfig | None = None) -> CameraQA:
+def check_extrinsics(
+    samples: Sequence[ImageSample | tuple],
+    config: ExtrinsicsCheckConfig | None = None,
+    prepared_images: PreparedImages | None = None,
+) -> CameraQA:
     """Is one camera's extrinsics a local maximum of the edge-alignment score?
 
     The clip score is the frames' scores averaged by their weight (capped edge weight). Every
@@ -658,6 +693,7 @@ def check_extrinsics(samples: Sequence[ImageSample | tuple], config: ExtrinsicsC
         samples: frames of one camera (:class:`ImageSample` or ``(points_ego, image_rgb, camera)``);
             the cameras must share name and extrinsics.
         config: neighbourhood and decision rule.
+        prepared_images: shares the images' preparation with the time check (see :class:`PreparedImages`).
 
     Returns:
         The camera's QA; with no usable frame the scores are NaN and it is not flagged.
@@ -670,8 +706,9 @@ def check_extrinsics(samples: Sequence[ImageSample | tuple], config: ExtrinsicsC
     for item in items:
         if item.camera.name != camera.name or not item.camera.ego_SE3_cam.allclose(camera.ego_SE3_cam):
             raise GeometryError(f"check_extrinsics: samples mix cameras {camera.name!r} and {item.camera.name!r}")
+    images = PreparedImages() if prepared_images is None else prepared_images
     prepared = [
-        _prepare(item.points_ego, item.image_rgb, item.camera, cfg.score, item.lidar_origin_ego) for item in items
+        images.get(item.points_ego, item.image_rgb, item.camera, cfg.score, item.lidar_origin_ego) for item in items
     ]
     prepared = [p for p in prepared if p.weight > 0]
     if not prepared:
@@ -709,7 +746,11 @@ def check_extrinsics(samples: Sequence[ImageSample | tuple], config: ExtrinsicsC
     )
 
 
-def check_time_offset(samples: Sequence[TimeSample | tuple], config: TimeCheckConfig | None = None) -> TimeOffsetQA:
+def check_time_offset(
+    samples: Sequence[TimeSample | tuple],
+    config: TimeCheckConfig | None = None,
+    prepared_images: PreparedImages | None = None,
+) -> TimeOffsetQA:
     """Which small time shift of the lidar best aligns it with the images?
 
     Args:
@@ -719,16 +760,18 @@ def check_time_offset(samples: Sequence[TimeSample | tuple], config: TimeCheckCo
             for every ``dt_s``). A negative best offset means the images were taken earlier than
             their timestamps say.
         config: the grid and decision rule.
+        prepared_images: shares the images' preparation with the extrinsics check (see :class:`PreparedImages`).
     """
     cfg = config or TimeCheckConfig()
     offsets = np.asarray(cfg.offsets_s, dtype=np.float64)
     if not np.any(offsets == 0.0) or np.any(np.diff(offsets) <= 0):
         raise GeometryError(f"time offsets must increase strictly and contain 0, got {cfg.offsets_s}")
     items = [TimeSample(*sample) for sample in samples]
+    images = PreparedImages() if prepared_images is None else prepared_images
     curves, weights = [], []
     for points_at, image, camera, origin in items:
         reference = np.asarray(points_at(0.0))[:, :3].astype(np.float64)
-        prep = _prepare(reference, image, camera, cfg.score, origin)
+        prep = images.get(reference, image, camera, cfg.score, origin)
         if prep.weight == 0:
             continue
         curve = np.array(

@@ -26,6 +26,7 @@ from calibration import SE3, PinholeCamera
 from fusion.calib_qa import (
     CameraQA,
     ImageSample,
+    PreparedImages,
     TimeOffsetQA,
     TimeSample,
     alignment_score,
@@ -142,6 +143,21 @@ def test_time_offset_is_found(true_samples, late_clip: Clip, record_property) ->
     assert late.flagged
     # The images were exposed 40 ms before their timestamps: the lidar fits them 40 ms earlier.
     assert late.best_offset_s == pytest.approx(-OFFSET_MS / 1000.0, abs=0.01)
+
+
+def test_the_checks_share_each_images_preparation(true_samples) -> None:
+    # The time check scores the extrinsics check's images with the same points: prepared once, same verdicts.
+    by_camera, timed = true_samples
+    shared = PreparedImages()
+    cameras = [check_extrinsics(samples, prepared_images=shared) for samples in by_camera.values()]
+    prepared = len(shared)
+    assert prepared == sum(len(samples) for samples in by_camera.values())
+    time_qa = check_time_offset(timed, prepared_images=shared)
+    assert len(shared) == prepared == len(timed)  # the same images: the time check prepared none of its own
+    assert cameras == [check_extrinsics(samples) for samples in by_camera.values()]
+    alone = check_time_offset(timed)
+    assert time_qa.best_offset_s == pytest.approx(alone.best_offset_s, abs=1e-9)
+    np.testing.assert_allclose(time_qa.scores, alone.scores, rtol=1e-9)
 
 
 # ------------------------------------------------------------------------------------------ real data
