@@ -57,8 +57,7 @@ from tracking import (
     Track,
     TrackerConfig,
     TrackingMode,
-    refine_kept,
-    remove_duplicates,
+    refine_tracks,
     track_clip,
 )
 
@@ -568,8 +567,7 @@ def refinement_output(
     refine = config.refine
     if len(clip) < refine.min_detections:  # a clip shorter than the minimum track keeps clip-long tracks
         refine = dataclasses.replace(refine, min_detections=max(1, len(clip)))
-    refined = forked_map(lambda track: refine_kept(track, lidar, refine), tracks, workers)
-    _save_tracks(path, remove_duplicates([t for t in refined if t is not None], refine))
+    _save_tracks(path, refine_tracks(tracks, lidar, refine, lambda fn, items: forked_map(fn, items, workers)))
     return StageOutput(_load_tracks(path), key, False)
 
 

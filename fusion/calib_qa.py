@@ -569,18 +569,12 @@ class PreparedImages:
         """Images prepared so far."""
         return len(self._prepared)
 
-    def get(
-        self,
-        points_ego: np.ndarray,
-        image_rgb: np.ndarray,
-        camera: PinholeCamera,
-        cfg: EdgeScoreConfig,
-        lidar_origin_ego: np.ndarray | None,
-    ) -> _Prepared:
-        """The image's depth edges and edge map, prepared on first request."""
-        key = (id(image_rgb), camera.name, cfg)
+    def get(self, sample: ImageSample, cfg: EdgeScoreConfig) -> _Prepared:
+        """The sample image's depth edges and edge map, prepared on first request."""
+        key = (id(sample.image_rgb), sample.camera.name, cfg)
         if key not in self._prepared:  # the image is kept with its result: its id cannot be reused meanwhile
-            self._prepared[key] = (image_rgb, _prepare(points_ego, image_rgb, camera, cfg, lidar_origin_ego))
+            prepared = _prepare(sample.points_ego, sample.image_rgb, sample.camera, cfg, sample.lidar_origin_ego)
+            self._prepared[key] = (sample.image_rgb, prepared)
         return self._prepared[key][1]
 
 
@@ -707,9 +701,7 @@ def check_extrinsics(
         if item.camera.name != camera.name or not item.camera.ego_SE3_cam.allclose(camera.ego_SE3_cam):
             raise GeometryError(f"check_extrinsics: samples mix cameras {camera.name!r} and {item.camera.name!r}")
     images = PreparedImages() if prepared_images is None else prepared_images
-    prepared = [
-        images.get(item.points_ego, item.image_rgb, item.camera, cfg.score, item.lidar_origin_ego) for item in items
-    ]
+    prepared = [images.get(item, cfg.score) for item in items]
     prepared = [p for p in prepared if p.weight > 0]
     if not prepared:
         return CameraQA(camera.name, float("nan"), float("nan"), "", 0.0, False, 0, float("nan"))
@@ -771,7 +763,7 @@ def check_time_offset(
     curves, weights = [], []
     for points_at, image, camera, origin in items:
         reference = np.asarray(points_at(0.0))[:, :3].astype(np.float64)
-        prep = images.get(reference, image, camera, cfg.score, origin)
+        prep = images.get(ImageSample(reference, image, camera, origin), cfg.score)
         if prep.weight == 0:
             continue
         curve = np.array(

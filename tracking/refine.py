@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numba
@@ -91,7 +91,13 @@ class RefinedTrack(Track):
         object.__setattr__(self, "static", bool(self.static))
 
 
-def refine_tracks(tracks: Sequence[Track], lidar: ClipLidar, config: RefineConfig | None = None) -> list[RefinedTrack]:
+TrackMap = Callable[[Callable[[Track], RefinedTrack | None], Sequence[Track]], Iterable[RefinedTrack | None]]
+"""``(fn, tracks) -> fn(track) for each track, in order``: the builtin ``map``, or one over worker processes."""
+
+
+def refine_tracks(
+    tracks: Sequence[Track], lidar: ClipLidar, config: RefineConfig | None = None, map_tracks: TrackMap = map
+) -> list[RefinedTrack]:
     """Refine every track of a clip; tracks too short, too weak or without lidar support are removed, and so are
     duplicates (:func:`remove_duplicates`).
 
@@ -99,9 +105,10 @@ def refine_tracks(tracks: Sequence[Track], lidar: ClipLidar, config: RefineConfi
         tracks: the tracker's output (boxes in ``lidar.frame``, frame indices into ``lidar``'s keyframes).
         lidar: the clip's world-frame points per keyframe.
         config: refinement parameters.
+        map_tracks: runs the per-track refinement (:func:`refine_kept`) over the tracks, e.g. in forked workers.
     """
     config = RefineConfig() if config is None else config
-    refined = (refine_kept(track, lidar, config) for track in tracks)
+    refined = map_tracks(lambda track: refine_kept(track, lidar, config), tracks)
     return remove_duplicates([track for track in refined if track is not None], config)
 
 
