@@ -8,7 +8,8 @@ Per track (Waymo 3DAL / Auto4D style: one object, one size, the whole track as c
         dynamic: smooth path from the detections ─> repeat: points of each frame into the object frame
                  (de-smeared with the velocity) ─> one size from all of them ─> per-frame centre anchors
                  from the seen faces ─> smooth again (acceleration penalty; heading from motion)
-    ──> gaps interpolated, ends extrapolated while the lidar supports the box ──> per-box confidence
+    ──> gaps interpolated, ends extrapolated while the lidar supports the box (a static box along the
+        whole clip, across occlusions) ──> per-box confidence
 
 Boxes that had a detection come out as :attr:`BoxSource.REFINED`, filled-in ones (gaps and extrapolated
 ends) as :attr:`BoxSource.INTERPOLATED`. :func:`resolve_track` re-runs one track with human-fixed keyframe
@@ -21,7 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numba
 import numpy as np
@@ -206,8 +207,10 @@ def resolve_track(
 
     evidence = _motion_evidence(problem)
     is_static = evidence.kind is MotionKind.STATIC if static is None else bool(static)
+    if is_static and config.max_static_gap_s is not None:
+        problem = _over_whole_clip(problem)  # the static box is tried in every keyframe
     solution = _solve_static(problem) if is_static else _solve_dynamic(problem)
-    keep = _kept_frames(problem, solution.num_points)
+    keep = _kept_frames(problem, solution.num_points, is_static)
     return _assemble(track, source, problem, solution, keep, is_static)
 
 
@@ -304,6 +307,12 @@ def _positive_size(size: Sequence[float] | np.ndarray) -> np.ndarray:
     if values.shape != (3,) or not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise InputError(f"fixed_size_lwh must be three positive lengths, got {size}")
     return values
+
+
+def _over_whole_clip(problem: _Problem) -> _Problem:
+    """The same problem with every keyframe of the clip as a solve frame."""
+    times_us = problem.lidar.timestamps_us
+    return replace(problem, frames=np.arange(times_us.shape[0]), times_s=(times_us - times_us[0]) * 1e-6)
 
 
 def _motion_evidence(problem: _Problem) -> MotionEvidence:
@@ -815,7 +824,7 @@ def _smooth_yaw(problem: _Problem, velocities: np.ndarray, lidar_yaws: list[tupl
 # --------------------------------------------------------------------------------------------- output
 
 
-def _kept_frames(problem: _Problem, num_points: np.ndarray) -> np.ndarray:
+def _kept_frames(problem: _Problem, num_points: np.ndarray, is_static: bool) -> np.ndarray:
     """(S,) bool: solve rows that become boxes (the span minus long gaps, plus supported extrapolation)."""
     config = problem.config
     keep = np.zeros(problem.frames.shape[0], dtype=bool)
@@ -825,12 +834,30 @@ def _kept_frames(problem: _Problem, num_points: np.ndarray) -> np.ndarray:
         gap_s = problem.times_s[b] - problem.times_s[a]
         if b - a > 1 and (config.max_gap_s is None or gap_s <= config.max_gap_s):
             keep[a + 1 : b] = True
-    for step, start in ((-1, anchors[0] - 1), (1, anchors[-1] + 1)):
-        row = start
-        while 0 <= row < keep.shape[0] and num_points[row] >= config.min_extrapolate_points:
-            keep[row] = True
-            row += step
+    supported = num_points >= config.min_extrapolate_points
+    bridge_s = config.max_static_gap_s if is_static else None
+    for end, step in ((anchors[0], -1), (anchors[-1], 1)):
+        far = _extension_end(supported, problem.times_s, end, step, bridge_s)
+        keep[min(end, far) : max(end, far) + 1] = True
     return keep
+
+
+def _extension_end(supported: np.ndarray, times_s: np.ndarray, end: int, step: int, bridge_s: float | None) -> int:
+    """The farthest solve row beyond a track's ``end`` row (going ``step``) that its boxes extend to.
+
+    Without ``bridge_s``, while each row is ``supported``; with it (a static box), to the farthest supported
+    row reached through unsupported runs (occlusions) whose supported rows around them lie at most
+    ``bridge_s`` apart.
+    """
+    far, row = end, end + step
+    while 0 <= row < supported.shape[0]:
+        apart_s = abs(times_s[row] - times_s[far])
+        if supported[row] and (bridge_s is None or apart_s <= bridge_s):
+            far = row
+        elif bridge_s is None or apart_s >= bridge_s:
+            break
+        row += step
+    return far
 
 
 def _assemble(

@@ -231,6 +231,36 @@ def test_track_is_extrapolated_only_where_the_lidar_sees_the_object() -> None:
     assert error.max() < 0.6, error
 
 
+def test_static_box_extends_along_the_clip_across_an_occlusion() -> None:
+    """A parked car, hidden in frames 12-14 (no points), detected in frames 3..6 only."""
+    rng = np.random.default_rng(6)
+    truth = box_row(3.0, 5.5, CAR, 0.15)
+
+    def boxes_at(t: float) -> list[np.ndarray]:
+        return [] if 6.0 <= t <= 7.0 else [truth]
+
+    lidar = scene_lidar(N_FRAMES, lambda t: np.array([-25.0 + 5.0 * t, 0.0, SENSOR_HEIGHT_M]), boxes_at, rng)
+    detected = np.arange(3, 7)
+    track = make_track(detected, jittered(np.tile(truth, (4, 1)), rng))
+
+    refined = refine_track(track, lidar)  # frames 11 and 15 around the occlusion lie 2 s apart
+    assert refined.static and np.array_equal(refined.frame_indices, np.arange(N_FRAMES))
+    assert np.all(refined.boxes.data == refined.boxes.data[0])  # one world box, in the hidden frames too
+    assert bev_iou(refined.boxes.data[0], truth) > 0.8
+    assert np.all(refined.num_points[12:15] == 0) and np.all(refined.num_points[np.r_[0:12, 15:20]] >= 5)
+    filled = [s is BoxSource.INTERPOLATED for s in refined.sources]
+    assert filled == [not 3 <= f <= 6 for f in range(N_FRAMES)]
+    # Scores decay with the time to the nearest detection: the far end ranks below the near one.
+    assert refined.scores[19] < refined.scores[8] < refined.scores[6]
+
+    shorter = refine_track(track, lidar, RefineConfig(max_static_gap_s=1.5))  # the occlusion is not bridged
+    assert np.array_equal(shorter.frame_indices, np.arange(12))
+    moving_like = refine_track(track, lidar, RefineConfig(max_static_gap_s=None))  # three frames at each end
+    assert np.array_equal(moving_like.frame_indices, np.arange(10))
+    with pytest.raises(InputError, match="positive"):
+        RefineConfig(max_static_gap_s=0.0)
+
+
 # ------------------------------------------------------------------------------------------ removal
 
 
@@ -238,8 +268,8 @@ def test_refined_tracks_are_tracks_for_the_per_frame_view() -> None:
     scene = parked_car_scene()
     refined = refine_tracks([make_track(np.arange(3, 12), scene.detections[3:12])], scene.lidar)
     views = frames_of_tracks(refined, N_FRAMES)
-    # Detected in 3..11; the parked car is in view all along, so three frames are added at each end.
-    assert [len(v.track_ids) for v in views] == [1] * 15 + [0] * 5
+    # Detected in 3..11; the parked car is in view all along, so its one box extends over the whole clip.
+    assert [len(v.track_ids) for v in views] == [1] * N_FRAMES
     assert views[5].sources == (BoxSource.REFINED,) and np.array_equal(views[5].boxes.data, refined[0].boxes.data[:1])
     assert isinstance(refined[0], Track) and refined[0].input_track is not None
 
