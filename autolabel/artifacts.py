@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
@@ -212,9 +213,11 @@ class ClipArtifacts:
         return cloud, group["rgb"][rows]
 
     def world_clouds(self) -> list[np.ndarray]:
-        """Per keyframe its multi-sweep cloud in the world frame, (M, 5) float64 ``x, y, z, intensity, dt_s``.
+        """Per keyframe its multi-sweep cloud in the world frame, (M, 5) float32 ``x, y, z, intensity, dt_s``.
 
         Reads each ragged array once for all keyframes (whole-clip consumers, e.g. trajectory refinement).
+        float32 keeps world coordinates to 1 mm within 16 km of the world origin at half the memory of float64
+        (20 s simulated clip: 12.5 M points, 250 MB), filled in one compiled pass per keyframe.
         """
         group = self.root["sweeps"]
         offsets = group["offsets"][:]
@@ -227,18 +230,38 @@ class ClipArtifacts:
         clouds = []
         for (start, stop), ref_us in zip(self.root["keyframes/sweep_range"][:], key_times, strict=True):
             rows = slice(int(offsets[start]), int(offsets[stop]))
-            cloud = np.empty((rows.stop - rows.start, 5))  # filled column by column: no float64 copy of the clip
-            cloud[:, :3] = world[rows]
-            cloud[:, :3] += origin
-            cloud[:, 3] = intensity[rows]
-            cloud[:, 4] = np.repeat((sweep_times[start:stop] - ref_us) / 1e6, np.diff(offsets[start : stop + 1]))
-            cloud[:, 4] += time_offset[rows]
-            clouds.append(cloud)
+            sweep_dt_s = (sweep_times[start:stop] - ref_us) / 1e6
+            sweep_rows = np.diff(offsets[start : stop + 1])
+            clouds.append(_world_cloud(world[rows], origin, intensity[rows], time_offset[rows], sweep_dt_s, sweep_rows))
         return clouds
 
     def keyframe_bev(self, frame: int) -> np.ndarray:
         """(C, H, W) float32 raster of one keyframe."""
         return self.root["bev/keyframes"][frame]
+
+
+@numba.njit(cache=True)
+def _world_cloud(
+    world: np.ndarray,
+    origin: np.ndarray,
+    intensity: np.ndarray,
+    time_offset_s: np.ndarray,
+    sweep_dt_s: np.ndarray,
+    sweep_rows: np.ndarray,
+) -> np.ndarray:
+    """(M, 5) float32 ``x, y, z, intensity, dt_s`` of one keyframe in one pass over its M rows: stored world
+    offsets (M, 3) plus ``origin`` (3,), ``intensity`` (M,), and each row's sweep time relative to the keyframe
+    (``sweep_dt_s`` (K,) for runs of ``sweep_rows`` (K,) rows) plus its ``time_offset_s`` (M,)."""
+    out = np.empty((world.shape[0], 5), dtype=np.float32)
+    row = 0
+    for sweep in range(sweep_dt_s.shape[0]):
+        for _ in range(sweep_rows[sweep]):
+            for axis in range(3):
+                out[row, axis] = np.float64(world[row, axis]) + origin[axis]
+            out[row, 3] = intensity[row]
+            out[row, 4] = sweep_dt_s[sweep] + np.float64(time_offset_s[row])
+            row += 1
+    return out
 
 
 def open_artifacts(path: Path) -> ClipArtifacts:

@@ -156,8 +156,26 @@ def _build_index(points: np.ndarray, cell_m: float) -> _GridIndex:
         empty = np.zeros(0, dtype=np.int64)
         return _GridIndex(empty, empty, 0, 0, 1, 1)
     keys, i0, j0, n_i, n_j = _cell_keys(points, cell_m)
-    order = np.argsort(keys)
+    # A counting sort is O(N), 3-5x faster than argsort on a keyframe cloud; a few points far apart make more
+    # cells than points, which the argsort handles better.
+    few_cells = n_i * n_j <= 4 * keys.shape[0]
+    order = _counting_sort_order(keys, n_i * n_j) if few_cells else np.argsort(keys, kind="stable")
     return _GridIndex(keys[order], order, i0, j0, n_i, n_j)
+
+
+@numba.njit(cache=True)
+def _counting_sort_order(keys: np.ndarray, num_keys: int) -> np.ndarray:
+    """(N,) stable sorting permutation of N keys in ``[0, num_keys)`` (counting sort)."""
+    starts = np.zeros(num_keys + 1, dtype=np.int64)
+    for key in keys:
+        starts[key + 1] += 1
+    for k in range(num_keys):
+        starts[k + 1] += starts[k]
+    order = np.empty(keys.shape[0], dtype=np.int64)
+    for p in range(keys.shape[0]):
+        order[starts[keys[p]]] = p
+        starts[keys[p]] += 1
+    return order
 
 
 @numba.njit(cache=True)

@@ -135,7 +135,7 @@ def test_artifacts_round_trip_one_frame(sim_clip, fused, tmp_path: Path) -> None
     with pytest.raises(InputError, match="out of range"):
         artifacts.keyframe_cloud(99)
     world = artifacts.world_clouds()  # the whole-clip reader gives the same clouds in the world frame
-    assert len(world) == len(sim_clip)
+    assert len(world) == len(sim_clip) and all(w.dtype == np.float32 for w in world)
     np.testing.assert_allclose(world[2][:, :3], np.concatenate(fused.sweep_world[start:stop]), atol=1e-4)
     np.testing.assert_allclose(world[2][:, 3:], cloud[:, 3:], atol=1e-6)
 

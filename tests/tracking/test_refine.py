@@ -485,6 +485,12 @@ def test_clip_lidar_index_returns_all_points_of_a_region() -> None:
     exact = lidar.points_in(0, np.array([-7.0, 2.0]), np.array([4.0, 9.5]))
     assert exact.dtype == np.float64 and np.array_equal(exact, near[inside_near])
     assert lidar.points_in(1, np.array([-7.0, 2.0]), np.array([4.0, 9.5])).shape == (0, 3)
+    # Two far-apart points make more cells than points (the index sorts them another way): same points, same order.
+    spread = np.vstack([points, [[-3000.0, -3000.0, 0.0], [3000.0, 3000.0, 0.0]]]).astype(np.float32)
+    sparse = ClipLidar(np.array([0]), (spread,), np.zeros((1, 3)), cell_m=3.0)
+    assert np.array_equal(sparse.points_in(0, np.array([-7.0, 2.0]), np.array([4.0, 9.5])), exact)
+    far = sparse.points_in(0, np.array([2990.0, 2990.0]), np.array([3010.0, 3010.0]))
+    assert np.array_equal(far[:, :2], [[3000.0, 3000.0]])
 
 
 def test_robust_extremes_are_the_kth_sorted_values() -> None:
