@@ -42,8 +42,8 @@ def synthetic_scene(num_objects: int, num_frames: int, seed: int) -> list[Detect
     rng = np.random.default_rng(seed)
     is_car = rng.random(num_objects) < 0.7
     start = rng.uniform(-60.0, 60.0, (num_objects, 2))
-    heading = np.where(is_car, rng.choice([0.0, np.pi / 2, np.pi, -np.pi / 2], num_objects), 0.0)
-    heading = np.where(is_car, heading, rng.uniform(-np.pi, np.pi, num_objects))
+    lanes = rng.choice([0.0, np.pi / 2, np.pi, -np.pi / 2], num_objects)
+    heading = np.where(is_car, lanes, rng.uniform(-np.pi, np.pi, num_objects))
     speed = np.where(is_car, rng.uniform(5.0, 15.0, num_objects), rng.uniform(1.0, 2.0, num_objects))
     velocity = speed[:, None] * np.column_stack([np.cos(heading), np.sin(heading)])
     size = np.where(is_car[:, None], CAR_LWH, PEDESTRIAN_LWH)
@@ -56,11 +56,15 @@ def synthetic_scene(num_objects: int, num_frames: int, seed: int) -> list[Detect
         xy = start[seen] + velocity[seen] * t + rng.normal(0.0, 0.2, (n, 2))
         yaw = heading[seen] + np.deg2rad(rng.normal(0.0, 3.0, n))
         boxes = np.column_stack([xy, size[seen, 2] / 2.0, size[seen], yaw])
-        fp_xy = rng.uniform(-80.0, 80.0, (FALSE_POSITIVES_PER_FRAME, 2))
+        n_fp = FALSE_POSITIVES_PER_FRAME
         fp = np.column_stack(
-            [fp_xy, np.full(FALSE_POSITIVES_PER_FRAME, 0.8), np.tile(CAR_LWH, (FALSE_POSITIVES_PER_FRAME, 1))]
+            [
+                rng.uniform(-80.0, 80.0, (n_fp, 2)),
+                np.full(n_fp, CAR_LWH[2] / 2.0),
+                np.tile(CAR_LWH, (n_fp, 1)),
+                rng.uniform(-np.pi, np.pi, n_fp),
+            ]
         )
-        fp = np.column_stack([fp, rng.uniform(-np.pi, np.pi, FALSE_POSITIVES_PER_FRAME)])
         scores = np.concatenate([rng.uniform(0.3, 1.0, n), rng.uniform(0.1, 0.5, FALSE_POSITIVES_PER_FRAME)])
         labels = (*labels_all[seen].tolist(), *["car"] * FALSE_POSITIVES_PER_FRAME)
         frames.append(Detections(k * PERIOD_US, Boxes3D(np.vstack([boxes, fp]), "world"), scores, labels))

@@ -207,10 +207,11 @@ def resolve_track(
 
     evidence = _motion_evidence(problem)
     is_static = evidence.kind is MotionKind.STATIC if static is None else bool(static)
-    if is_static and config.max_static_gap_s is not None:
+    bridge_s = config.max_static_gap_s if is_static else None  # how far the boxes' extension bridges occlusions
+    if bridge_s is not None:
         problem = _over_whole_clip(problem)  # the static box is tried in every keyframe
     solution = _solve_static(problem) if is_static else _solve_dynamic(problem)
-    keep = _kept_frames(problem, solution.num_points, is_static)
+    keep = _kept_frames(problem, solution.num_points, bridge_s)
     return _assemble(track, source, problem, solution, keep, is_static)
 
 
@@ -824,8 +825,9 @@ def _smooth_yaw(problem: _Problem, velocities: np.ndarray, lidar_yaws: list[tupl
 # --------------------------------------------------------------------------------------------- output
 
 
-def _kept_frames(problem: _Problem, num_points: np.ndarray, is_static: bool) -> np.ndarray:
-    """(S,) bool: solve rows that become boxes (the span minus long gaps, plus supported extrapolation)."""
+def _kept_frames(problem: _Problem, num_points: np.ndarray, bridge_s: float | None) -> np.ndarray:
+    """(S,) bool: solve rows that become boxes (the span minus long gaps, plus supported extrapolation, across
+    unsupported runs when ``bridge_s`` is given: see :func:`_extension_end`)."""
     config = problem.config
     keep = np.zeros(problem.frames.shape[0], dtype=bool)
     anchors = np.union1d(problem.meas_rows, problem.fixed_rows)
@@ -835,7 +837,6 @@ def _kept_frames(problem: _Problem, num_points: np.ndarray, is_static: bool) -> 
         if b - a > 1 and (config.max_gap_s is None or gap_s <= config.max_gap_s):
             keep[a + 1 : b] = True
     supported = num_points >= config.min_extrapolate_points
-    bridge_s = config.max_static_gap_s if is_static else None
     for end, step in ((anchors[0], -1), (anchors[-1], 1)):
         far = _extension_end(supported, problem.times_s, end, step, bridge_s)
         keep[min(end, far) : max(end, far) + 1] = True
