@@ -22,6 +22,7 @@ that opens as complete.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -63,10 +64,44 @@ def artifact_path(home: Path, clip: Clip) -> Path:
     return Path(home) / "clips" / f"{clip_id(clip)}.zarr"
 
 
-def _ragged(group: zarr.Group, name: str, parts: list[np.ndarray], dtype: str) -> None:
-    data = np.concatenate(parts).astype(dtype) if parts else np.zeros((0,), dtype)
-    chunks = (ROWS_PER_CHUNK, *data.shape[1:])
-    group.create_array(name, data=data, chunks=chunks, compressors=COMPRESSORS)
+@dataclass(frozen=True, eq=False)
+class SweepArrays:
+    """The per-point arrays of a clip's sweeps, concatenated in sweep order, exactly as stored under ``sweeps/``.
+
+    Attributes:
+        offsets: (S+1,) int64 row ranges of each sweep.
+        points: (P, 4) float32 raw lidar points (lidar frame).
+        world: (P, 3) float32 de-skewed world coordinates minus ``world_origin_m``.
+        time_offset_s: (P,) float32 capture time minus sweep time.
+        rgb: (P, 3) uint8 painted colour; camera: (P,) int16 camera index or -1.
+        world_origin_m: (3,) float64 whole metres near the mean of the world points.
+    """
+
+    offsets: np.ndarray
+    points: np.ndarray
+    world: np.ndarray
+    time_offset_s: np.ndarray
+    rgb: np.ndarray
+    camera: np.ndarray
+    world_origin_m: np.ndarray
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):  # shared with readers (and forked workers): nobody edits them
+            getattr(self, field.name).flags.writeable = False
+
+
+def _concatenated(parts: list[np.ndarray], dtype: str, offset: np.ndarray | None = None) -> np.ndarray:
+    """``parts`` stacked along rows into one array of ``dtype`` (minus ``offset``), without temporaries."""
+    tail = parts[0].shape[1:] if parts else ()
+    out = np.empty((sum(len(p) for p in parts), *tail), dtype)
+    row = 0
+    for part in parts:
+        if offset is None:
+            out[row : row + len(part)] = part
+        else:
+            np.subtract(part, offset, out=out[row : row + len(part)], casting="unsafe")
+        row += len(part)
+    return out
 
 
 def _world_origin(sweep_world: list[np.ndarray]) -> np.ndarray:
@@ -77,6 +112,26 @@ def _world_origin(sweep_world: list[np.ndarray]) -> np.ndarray:
     return np.floor(np.sum([w.sum(axis=0) for w in sweep_world], axis=0) / count)
 
 
+def sweep_arrays(fused: FusedClip) -> SweepArrays:
+    """The arrays :func:`write_artifacts` stores for ``fused``'s sweeps."""
+    sizes = np.array([len(p) for p in fused.sweep_points], dtype=np.int64)
+    origin = _world_origin(fused.sweep_world)
+    return SweepArrays(
+        offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        points=_concatenated(fused.sweep_points, "float32"),
+        world=_concatenated(fused.sweep_world, "float32", origin),
+        time_offset_s=_concatenated(fused.sweep_time_offset_s, "float32"),
+        rgb=_concatenated(fused.sweep_rgb, "uint8"),
+        camera=_concatenated(fused.sweep_view, "int16"),
+        world_origin_m=origin,
+    )
+
+
+def _ragged(group: zarr.Group, name: str, data: np.ndarray) -> None:
+    chunks = (ROWS_PER_CHUNK, *data.shape[1:])
+    group.create_array(name, data=data, chunks=chunks, compressors=COMPRESSORS)
+
+
 def write_artifacts(
     path: Path,
     clip: Clip,
@@ -84,28 +139,26 @@ def write_artifacts(
     config: FuseConfig,
     extra: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
     odometry: OdometryResult | None = None,
+    arrays: SweepArrays | None = None,
 ) -> Path:
     """Write the fused clip to ``path`` atomically (temp folder, manifest last, rename).
 
     ``extra`` entries go into the manifest (``odometry`` and ``qa`` summaries, the device, ...); given as a
     function, it is called once the arrays are written (it may wait for work done meanwhile). ``odometry``
-    per-step figures go into the ``odometry`` group.
+    per-step figures go into the ``odometry`` group. ``arrays``: ``sweep_arrays(fused)`` when the caller
+    keeps them (see :func:`open_artifacts`); made here otherwise.
     """
     path = Path(path)
+    arrays = arrays if arrays is not None else sweep_arrays(fused)
     with atomic_directory(path) as staging:
         root = zarr.open_group(store=str(staging), mode="w", zarr_format=3)
-        origin = _world_origin(fused.sweep_world)
         sweeps = root.create_group("sweeps")
-        sizes = np.array([len(p) for p in fused.sweep_points], dtype=np.int64)
-        sweeps.create_array("offsets", data=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
-        _ragged(sweeps, "points", fused.sweep_points, "float32")
-        _ragged(sweeps, "world", [w - origin for w in fused.sweep_world], "float32")
-        _ragged(sweeps, "time_offset_s", fused.sweep_time_offset_s, "float32")
-        _ragged(sweeps, "rgb", fused.sweep_rgb, "uint8")
-        _ragged(sweeps, "camera", fused.sweep_view, "int16")
+        sweeps.create_array("offsets", data=arrays.offsets)
+        for name in ("points", "world", "time_offset_s", "rgb", "camera"):
+            _ragged(sweeps, name, getattr(arrays, name))
         sweeps.create_array("timestamp_us", data=fused.sweep_timestamp_us)
         sweeps.create_array("frame", data=fused.sweep_frame)
-        sweeps.attrs.update({"world_origin_m": origin.tolist(), "cameras": list(clip.rig.cameras)})
+        sweeps.attrs.update({"world_origin_m": arrays.world_origin_m.tolist(), "cameras": list(clip.rig.cameras)})
         keyframes = root.create_group("keyframes")
         keyframes.create_array("sweep_range", data=fused.keyframe_sweeps.astype(np.int64))
         keyframes.create_array("world_SE3_ego", data=fused.world_SE3_ego)
@@ -140,7 +193,7 @@ def write_artifacts(
                 "meta": dict(clip.meta),
             },
             "parameters": asdict(config),
-            "counts": {"sweeps": len(sizes), "points": int(sizes.sum()), "keyframes": len(clip)},
+            "counts": {"sweeps": len(fused.sweep_points), "points": int(arrays.offsets[-1]), "keyframes": len(clip)},
             **((extra() if callable(extra) else extra) or {}),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
@@ -149,11 +202,16 @@ def write_artifacts(
 
 @dataclass(frozen=True, eq=False)
 class ClipArtifacts:
-    """Read access to a written clip; arrays are read lazily, a frame at a time."""
+    """Read access to a written clip; arrays are read lazily, a frame at a time.
+
+    ``arrays``: the sweeps' per-point arrays when the process that wrote them still holds them (the pipeline,
+    straight after fusion); they are then read from memory instead of being decompressed from the store.
+    """
 
     path: Path
     manifest: dict[str, Any]
     root: zarr.Group
+    arrays: SweepArrays | None = None
 
     @property
     def num_sweeps(self) -> int:
@@ -162,6 +220,10 @@ class ClipArtifacts:
     @property
     def num_keyframes(self) -> int:
         return int(self.root["keyframes/sweep_range"].shape[0])
+
+    def _per_point(self, name: str) -> np.ndarray | zarr.Array:
+        """One per-point array of ``sweeps/`` (sliced like a numpy array either way)."""
+        return self.root["sweeps"][name] if self.arrays is None else getattr(self.arrays, name)
 
     def _rows(self, sweep: int) -> slice:
         if not 0 <= sweep < self.num_sweeps:
@@ -172,14 +234,13 @@ class ClipArtifacts:
     def sweep(self, sweep: int) -> dict[str, np.ndarray]:
         """One sweep's arrays: ``points`` (N, 4), ``world`` (N, 3) float64, ``time_offset_s``, ``rgb``, ``camera``."""
         rows = self._rows(sweep)
-        group = self.root["sweeps"]
-        origin = np.asarray(group.attrs["world_origin_m"])
+        origin = np.asarray(self.root["sweeps"].attrs["world_origin_m"])
         return {
-            "points": group["points"][rows],
-            "world": group["world"][rows].astype(np.float64) + origin,
-            "time_offset_s": group["time_offset_s"][rows],
-            "rgb": group["rgb"][rows],
-            "camera": group["camera"][rows],
+            "points": np.array(self._per_point("points")[rows]),
+            "world": self._per_point("world")[rows].astype(np.float64) + origin,
+            "time_offset_s": np.array(self._per_point("time_offset_s")[rows]),
+            "rgb": np.array(self._per_point("rgb")[rows]),
+            "camera": np.array(self._per_point("camera")[rows]),
         }
 
     def world_SE3_ego(self, frame: int) -> SE3:
@@ -201,16 +262,16 @@ class ClipArtifacts:
         offsets = group["offsets"][start : stop + 1]
         rows = slice(int(offsets[0]), int(offsets[-1]))
         cuts = (offsets[1:-1] - offsets[0]).astype(np.int64)
-        world = group["world"][rows].astype(np.float64) + np.asarray(group.attrs["world_origin_m"])
-        intensity = group["points"][rows][:, 3]
-        offsets_s = np.split(group["time_offset_s"][rows], cuts)
+        world = self._per_point("world")[rows].astype(np.float64) + np.asarray(group.attrs["world_origin_m"])
+        intensity = self._per_point("points")[rows][:, 3]
+        offsets_s = np.split(self._per_point("time_offset_s")[rows], cuts)
         cloud = combine(
             np.split(world, cuts),
             np.split(intensity, cuts),
             [point_dt_s(int(t), o, len(o), ref_us) for t, o in zip(timestamps, offsets_s, strict=True)],
             self.world_SE3_ego(frame),
         )
-        return cloud, group["rgb"][rows]
+        return cloud, np.array(self._per_point("rgb")[rows])
 
     def world_clouds(self) -> list[np.ndarray]:
         """Per keyframe its multi-sweep cloud in the world frame, (M, 5) float32 ``x, y, z, intensity, dt_s``.
@@ -222,9 +283,9 @@ class ClipArtifacts:
         group = self.root["sweeps"]
         offsets = group["offsets"][:]
         origin = np.asarray(group.attrs["world_origin_m"], dtype=np.float64)
-        world = group["world"][:]
-        intensity = group["points"][:, 3]
-        time_offset = group["time_offset_s"][:]
+        world = self._per_point("world")[:]
+        intensity = np.ascontiguousarray(self._per_point("points")[:, 3])
+        time_offset = self._per_point("time_offset_s")[:]
         sweep_times = self.root["sweeps/timestamp_us"][:]
         key_times = self.root["keyframes/timestamp_us"][:]
         clouds = []
@@ -264,8 +325,11 @@ def _world_cloud(
     return out
 
 
-def open_artifacts(path: Path) -> ClipArtifacts:
-    """Open a complete artifact store; a missing, partial or foreign folder is an :class:`InputError`."""
+def open_artifacts(path: Path, arrays: SweepArrays | None = None) -> ClipArtifacts:
+    """Open a complete artifact store; a missing, partial or foreign folder is an :class:`InputError`.
+
+    ``arrays``: the :class:`SweepArrays` this store was just written from, kept in memory for the readers.
+    """
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
@@ -273,4 +337,7 @@ def open_artifacts(path: Path) -> ClipArtifacts:
     manifest = json.loads(manifest_path.read_text())
     if not manifest.get("complete") or manifest.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{path}: artifacts are incomplete or of another format version")
-    return ClipArtifacts(path, manifest, zarr.open_group(store=str(path), mode="r"))
+    root = zarr.open_group(store=str(path), mode="r")
+    if arrays is not None and len(arrays.offsets) != root["sweeps/offsets"].shape[0]:
+        raise InputError(f"{path}: the arrays held in memory are not this store's ({len(arrays.offsets) - 1} sweeps)")
+    return ClipArtifacts(path, manifest, root, arrays)

@@ -17,7 +17,7 @@ import torch
 from autolabel.datasets.model import Clip, LidarSweep
 from calibration import InputError
 from fusion.aggregate import PoseTrack, SweepInput, combine, point_dt_s, sweep_to_world, time_offsets_from_azimuth
-from fusion.bev import BevGrid, rasterize, rasterize_parts, xy_extent
+from fusion.bev import BEV_CHANNELS, BevGrid, rasterize, rasterize_parts, xy_extent
 from fusion.paint import CameraView, PaintConfig, paint
 
 
@@ -179,8 +179,9 @@ def _fuse(
     frames_of_sweeps = np.array([f for f, _ in sweeps], dtype=np.int32)
     key_index = np.array([i for i, (_, s) in enumerate(sweeps) if s.is_key])
     keyframe_sweeps = np.column_stack([np.maximum(key_index + 1 - config.sweeps_per_keyframe, 0), key_index + 1])
-    bevs = []
-    for frame, (start, stop) in zip(clip.frames, keyframe_sweeps, strict=True):
+    # Filled in place: a list of rasters stacked afterwards would hold them twice (7 MB each by default).
+    keyframe_bev = np.empty((len(clip.frames), len(BEV_CHANNELS), *config.keyframe_bev.shape), np.float32)
+    for index, (frame, (start, stop)) in enumerate(zip(clip.frames, keyframe_sweeps, strict=True)):
         cloud = combine(
             out["world"][start:stop],
             [p[:, 3] for p in out["points"][start:stop]],
@@ -190,7 +191,7 @@ def _fuse(
             ],
             frame.world_SE3_ego,
         )
-        bevs.append(rasterize(cloud, config.keyframe_bev, device, rgb=np.concatenate(out["rgb"][start:stop])))
+        keyframe_bev[index] = rasterize(cloud, config.keyframe_bev, device, rgb=np.concatenate(out["rgb"][start:stop]))
         done += 1
         if progress:
             progress(done, total)
@@ -218,7 +219,7 @@ def _fuse(
         sweep_timestamp_us=timestamps,
         sweep_frame=frames_of_sweeps,
         keyframe_sweeps=keyframe_sweeps,
-        keyframe_bev=np.stack(bevs),
+        keyframe_bev=keyframe_bev,
         clip_bev=clip_bev,
         clip_bev_grid=clip_grid,
         world_SE3_ego=np.stack([f.world_SE3_ego.as_matrix() for f in clip.frames]),

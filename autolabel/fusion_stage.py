@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from autolabel.artifacts import artifact_path, write_artifacts
+from autolabel.artifacts import ClipArtifacts, artifact_path, open_artifacts, sweep_arrays, write_artifacts
 from autolabel.datasets.model import Clip
 from autolabel.fuse import FuseConfig, FusedClip, fuse_clip
 from autolabel.poses import odometry_poses, odometry_summary, without_poses
@@ -44,13 +44,18 @@ class FusionStageConfig:
 
 @dataclass(frozen=True, eq=False)
 class FusionStageResult:
-    """What the stage made: the clip with poses, the fused arrays, odometry and QA (if run), the artifact path."""
+    """What the stage made: the clip with poses, the fused arrays, odometry and QA (if run), and the written
+    artifacts (opened with their per-point arrays still in memory, so later stages need not read them back)."""
 
     clip: Clip
     fused: FusedClip
     odometry: OdometryResult | None
     qa: ClipQA | None
-    path: Path
+    artifacts: ClipArtifacts
+
+    @property
+    def path(self) -> Path:
+        return self.artifacts.path
 
 
 def run_fusion_stage(
@@ -83,17 +88,19 @@ def run_fusion_stage(
         if odometry.degraded.any():
             log.warning("clip %s: %d odometry steps degraded", clip.name, int(odometry.degraded.sum()))
     fused = fuse_clip(clip, device, config.fuse, progress=lambda done, total: report("fusion", done, total))
-    if config.qa is None:
-        path = write_artifacts(artifact_path(home, clip), clip, fused, config.fuse, extra, odometry)
-        return FusionStageResult(clip, fused, odometry, None, path)
-    report("calibration QA", 0, None)
-    # The QA runs while the arrays are written (compression and file writes leave the interpreter free);
-    # the manifest, written last, waits for it.
+    if config.qa is not None:
+        report("calibration QA", 0, None)
+    # The QA runs while the arrays are gathered and written (compression and file writes leave the interpreter
+    # free); the manifest, written last, waits for it.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibration-qa") as pool:
-        checked = pool.submit(calibration_qa, clip, fused, config.qa)
+        checked = None if config.qa is None else pool.submit(calibration_qa, clip, fused, config.qa)
 
-        def with_qa() -> dict:
+        def manifest_extra() -> dict:
+            if checked is None:
+                return extra
             return {**extra, "qa": {**checked.result().as_dict(), "parameters": asdict(config.qa)}}
 
-        path = write_artifacts(artifact_path(home, clip), clip, fused, config.fuse, with_qa, odometry)
-    return FusionStageResult(clip, fused, odometry, checked.result(), path)
+        arrays = sweep_arrays(fused)
+        path = write_artifacts(artifact_path(home, clip), clip, fused, config.fuse, manifest_extra, odometry, arrays)
+    qa = None if checked is None else checked.result()
+    return FusionStageResult(clip, fused, odometry, qa, open_artifacts(path, arrays))

@@ -467,8 +467,8 @@ def fusion_output(
     artifacts = _open_cached_artifacts(path, key)
     if artifacts is not None:
         return StageOutput(artifacts, key, True)
-    run_fusion_stage(clip, home, device, config.fusion, progress=progress, cache_key=key)
-    return StageOutput(open_artifacts(path), key, False)
+    # The stage's result keeps the sweeps' arrays in memory: detection and refinement read them from there.
+    return StageOutput(run_fusion_stage(clip, home, device, config.fusion, progress, key).artifacts, key, False)
 
 
 def detection_output(

@@ -3,6 +3,7 @@ objects, artifacts round-trip through zarr and are written atomically."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from autolabel.artifacts import artifact_path, open_artifacts, write_artifacts
+from autolabel.artifacts import artifact_path, open_artifacts, sweep_arrays, write_artifacts
 from autolabel.cli import main
 from autolabel.datasets.nuscenes import load_nuscenes_clip
 from autolabel.fuse import FuseConfig, camera_views, fuse_clip, sweep_input
@@ -138,6 +139,29 @@ def test_artifacts_round_trip_one_frame(sim_clip, fused, tmp_path: Path) -> None
     assert len(world) == len(sim_clip) and all(w.dtype == np.float32 for w in world)
     np.testing.assert_allclose(world[2][:, :3], np.concatenate(fused.sweep_world[start:stop]), atol=1e-4)
     np.testing.assert_allclose(world[2][:, 3:], cloud[:, 3:], atol=1e-6)
+
+
+def test_artifacts_read_from_memory_as_from_the_store(sim_clip, fused, tmp_path: Path) -> None:
+    arrays = sweep_arrays(fused)
+    path = write_artifacts(tmp_path / "clip.zarr", sim_clip, fused, FuseConfig(), arrays=arrays)
+    stored, held = open_artifacts(path), open_artifacts(path, arrays)
+    assert stored.arrays is None and held.arrays is arrays
+    for frame in (0, 2):
+        for a, b in zip(stored.keyframe_cloud(frame), held.keyframe_cloud(frame), strict=True):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(stored.world_clouds(), held.world_clouds(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for name, value in stored.sweep(7).items():
+        np.testing.assert_array_equal(held.sweep(7)[name], value)
+    # The held arrays are shared by every reader (and forked workers): read-only, and what readers get is theirs.
+    with pytest.raises(ValueError, match="read-only"):
+        arrays.points[0, 0] = 1.0
+    rgb = held.keyframe_cloud(1)[1]
+    rgb[:] = 0
+    assert held.keyframe_cloud(1)[1].any()
+    other = sweep_arrays(dataclasses.replace(fused, sweep_points=fused.sweep_points[:-1]))
+    with pytest.raises(InputError, match="not this store's"):
+        open_artifacts(path, other)
 
 
 def test_interrupted_write_leaves_nothing_that_loads(sim_clip, fused, tmp_path: Path, monkeypatch) -> None:
