@@ -6,9 +6,11 @@ The result is written by :mod:`autolabel.artifacts`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,8 +50,8 @@ class FuseConfig:
 
 
 @dataclass(frozen=True, eq=False)
-class FusedClip:
-    """Everything the fusion stage computed for one clip.
+class FusedSweeps:
+    """The per-sweep part of the fusion stage: de-skewed, painted points (before any raster).
 
     Attributes:
         sweep_points: S arrays (N_s, 4) float32 raw lidar points as read.
@@ -59,8 +61,6 @@ class FusedClip:
         sweep_view: S arrays (N_s,) int16 camera index into ``clip.rig.cameras`` that painted it, -1 none.
         sweep_timestamp_us, sweep_frame: (S,) sweep time and owning frame index.
         keyframe_sweeps: (F, 2) int half-open range of sweep indices forming each keyframe cloud.
-        keyframe_bev: (F, C, H, W) float32 rasters in each keyframe's ego frame.
-        clip_bev: (C, H, W) float32 world raster of the whole clip; ``clip_bev_origin_m`` its (x, y) minimum.
         world_SE3_ego: (F, 4, 4) float64 keyframe ego poses.
     """
 
@@ -72,10 +72,21 @@ class FusedClip:
     sweep_timestamp_us: np.ndarray
     sweep_frame: np.ndarray
     keyframe_sweeps: np.ndarray
+    world_SE3_ego: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class FusedClip(FusedSweeps):
+    """Everything the fusion stage computed for one clip: its :class:`FusedSweeps` and the BEV rasters.
+
+    Attributes:
+        keyframe_bev: (F, C, H, W) float32 rasters in each keyframe's ego frame.
+        clip_bev: (C, H, W) float32 world raster of the whole clip on ``clip_bev_grid``.
+    """
+
     keyframe_bev: np.ndarray
     clip_bev: np.ndarray
     clip_bev_grid: BevGrid
-    world_SE3_ego: np.ndarray
 
 
 def sweep_input(sweep: LidarSweep, deskew: bool) -> SweepInput:
@@ -120,34 +131,52 @@ def _prefetched(clip: Clip, config: FuseConfig) -> Iterator[tuple[list[SweepInpu
             yield pending.popleft().result()
 
 
+@contextmanager
+def _torch_threads(device: torch.device) -> Iterator[None]:
+    """On CPU torch runs single-threaded here: the per-frame tensors are small, and intra-op threads made
+    a 3 s clip take 25.8 s instead of 3.8 s on the 2-core machine while another process was busy."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def fuse_clip(
     clip: Clip,
     device: torch.device,
     config: FuseConfig = FuseConfig(),
     progress: Callable[[int, int], None] | None = None,
 ) -> FusedClip:
-    """Run the fusion stage over a clip with poses (see :mod:`fusion.odometry` for clips without).
+    """Run the fusion stage over a clip with poses (see :mod:`fusion.odometry` for clips without):
+    :func:`fuse_sweeps`, then :func:`rasterize_fused`."""
+    return rasterize_fused(clip, fuse_sweeps(clip, device, config, progress), device, config, progress)
 
-    On CPU torch runs single-threaded here: the per-frame tensors are small, and intra-op threads made
-    a 3 s clip take 25.8 s instead of 3.8 s on the 2-core machine while another process was busy.
+
+def fuse_sweeps(
+    clip: Clip,
+    device: torch.device,
+    config: FuseConfig = FuseConfig(),
+    progress: Callable[[int, int], None] | None = None,
+) -> FusedSweeps:
+    """De-skew and paint every sweep of a clip with poses, frame by frame (reads run ahead in a thread).
+
+    ``progress(done, total)`` counts sweeps, and then (in :func:`rasterize_fused`) keyframes.
     """
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        return _fuse(clip, device, config, progress)
-    finally:
-        torch.set_num_threads(threads)
+    if not clip.has_poses:
+        raise InputError(f"clip {clip.name}: no ego poses; fusion needs world_SE3_ego for every frame")
+    with _torch_threads(device):
+        return _fuse_sweeps(clip, device, config, progress)
 
 
-def _fuse(
+def _fuse_sweeps(
     clip: Clip,
     device: torch.device,
     config: FuseConfig,
     progress: Callable[[int, int], None] | None,
-) -> FusedClip:
-    if not clip.has_poses:
-        raise InputError(f"clip {clip.name}: no ego poses; fusion needs world_SE3_ego for every frame")
+) -> FusedSweeps:
     sweeps = [(f.index, s) for f in clip.frames for s in f.sweeps]
     track = PoseTrack.from_poses([s.timestamp_us for _, s in sweeps], [s.world_SE3_ego for _, s in sweeps])
     camera_names = list(clip.rig.cameras)
@@ -175,27 +204,60 @@ def _fuse(
         if progress:
             progress(done, total)
 
-    timestamps = np.array([s.timestamp_us for _, s in sweeps], dtype=np.int64)
-    frames_of_sweeps = np.array([f for f, _ in sweeps], dtype=np.int32)
     key_index = np.array([i for i, (_, s) in enumerate(sweeps) if s.is_key])
-    keyframe_sweeps = np.column_stack([np.maximum(key_index + 1 - config.sweeps_per_keyframe, 0), key_index + 1])
+    return FusedSweeps(
+        sweep_points=out["points"],
+        sweep_world=out["world"],
+        sweep_time_offset_s=out["offset"],
+        sweep_rgb=out["rgb"],
+        sweep_view=out["view"],
+        sweep_timestamp_us=np.array([s.timestamp_us for _, s in sweeps], dtype=np.int64),
+        sweep_frame=np.array([f for f, _ in sweeps], dtype=np.int32),
+        keyframe_sweeps=np.column_stack([np.maximum(key_index + 1 - config.sweeps_per_keyframe, 0), key_index + 1]),
+        world_SE3_ego=np.stack([f.world_SE3_ego.as_matrix() for f in clip.frames]),
+    )
+
+
+def rasterize_fused(
+    clip: Clip,
+    sweeps: FusedSweeps,
+    device: torch.device,
+    config: FuseConfig = FuseConfig(),
+    progress: Callable[[int, int], None] | None = None,
+) -> FusedClip:
+    """The fused clip: ``sweeps`` with a BEV raster per keyframe (its sweeps in its ego frame) and one of the
+    whole clip in the world frame."""
+    with _torch_threads(device):
+        return _rasterize_fused(clip, sweeps, device, config, progress)
+
+
+def _rasterize_fused(
+    clip: Clip,
+    sweeps: FusedSweeps,
+    device: torch.device,
+    config: FuseConfig,
+    progress: Callable[[int, int], None] | None,
+) -> FusedClip:
+    done, total = len(sweeps.sweep_points), len(sweeps.sweep_points) + len(clip.frames)
+    timestamps = sweeps.sweep_timestamp_us
     # Filled in place: a list of rasters stacked afterwards would hold them twice (7 MB each by default).
     keyframe_bev = np.empty((len(clip.frames), len(BEV_CHANNELS), *config.keyframe_bev.shape), np.float32)
-    for index, (frame, (start, stop)) in enumerate(zip(clip.frames, keyframe_sweeps, strict=True)):
+    for index, (frame, (start, stop)) in enumerate(zip(clip.frames, sweeps.keyframe_sweeps, strict=True)):
         cloud = combine(
-            out["world"][start:stop],
-            [p[:, 3] for p in out["points"][start:stop]],
+            sweeps.sweep_world[start:stop],
+            [p[:, 3] for p in sweeps.sweep_points[start:stop]],
             [
                 point_dt_s(t, o, len(o), frame.timestamp_us)
-                for t, o in zip(timestamps[start:stop], out["offset"][start:stop], strict=True)
+                for t, o in zip(timestamps[start:stop], sweeps.sweep_time_offset_s[start:stop], strict=True)
             ],
             frame.world_SE3_ego,
         )
-        keyframe_bev[index] = rasterize(cloud, config.keyframe_bev, device, rgb=np.concatenate(out["rgb"][start:stop]))
+        rgb = np.concatenate(sweeps.sweep_rgb[start:stop])
+        keyframe_bev[index] = rasterize(cloud, config.keyframe_bev, device, rgb=rgb)
         done += 1
         if progress:
             progress(done, total)
-    lo, hi = xy_extent(out["world"])
+    lo, hi = xy_extent(sweeps.sweep_world)
     res = config.clip_bev_resolution_m
     ground_z = float(np.median([f.world_SE3_ego.translation[2] for f in clip.frames]))
     clip_grid = BevGrid(
@@ -208,19 +270,10 @@ def _fuse(
         res,
     )
     # Sweep by sweep: no (N, 4) copy of the whole clip.
-    parts = [(world, raw[:, 3], rgb) for world, raw, rgb in zip(out["world"], out["points"], out["rgb"], strict=True)]
-    clip_bev = rasterize_parts(parts, clip_grid, device)
+    parts = list(zip(sweeps.sweep_world, [raw[:, 3] for raw in sweeps.sweep_points], sweeps.sweep_rgb, strict=True))
     return FusedClip(
-        sweep_points=out["points"],
-        sweep_world=out["world"],
-        sweep_time_offset_s=out["offset"],
-        sweep_rgb=out["rgb"],
-        sweep_view=out["view"],
-        sweep_timestamp_us=timestamps,
-        sweep_frame=frames_of_sweeps,
-        keyframe_sweeps=keyframe_sweeps,
+        **{f.name: getattr(sweeps, f.name) for f in dataclasses.fields(FusedSweeps)},
         keyframe_bev=keyframe_bev,
-        clip_bev=clip_bev,
+        clip_bev=rasterize_parts(parts, clip_grid, device),
         clip_bev_grid=clip_grid,
-        world_SE3_ego=np.stack([f.world_SE3_ego.as_matrix() for f in clip.frames]),
     )

@@ -15,7 +15,7 @@ import torch
 
 from autolabel.artifacts import ClipArtifacts, artifact_path, open_artifacts, sweep_arrays, write_artifacts
 from autolabel.datasets.model import Clip
-from autolabel.fuse import FuseConfig, FusedClip, fuse_clip
+from autolabel.fuse import FuseConfig, FusedClip, fuse_sweeps, rasterize_fused
 from autolabel.poses import odometry_poses, odometry_summary, without_poses
 from autolabel.qa import ClipQA, QAConfig, calibration_qa
 from fusion.odometry import OdometryConfig, OdometryResult
@@ -87,19 +87,23 @@ def run_fusion_stage(
         extra["odometry"] = odometry_summary(odometry, config.odometry)
         if odometry.degraded.any():
             log.warning("clip %s: %d odometry steps degraded", clip.name, int(odometry.degraded.sum()))
-    fused = fuse_clip(clip, device, config.fuse, progress=lambda done, total: report("fusion", done, total))
-    if config.qa is not None:
-        report("calibration QA", 0, None)
-    # The QA runs while the arrays are gathered and written (compression and file writes leave the interpreter
-    # free); the manifest, written last, waits for it.
+    def fusion_progress(done: int, total: int) -> None:
+        report("fusion", done, total)
+
+    sweeps = fuse_sweeps(clip, device, config.fuse, fusion_progress)
+    # The QA needs only the sweeps: it runs while the rasters are made and the arrays gathered and written
+    # (numba kernels, compression and file writes leave the interpreter free); the manifest, written last,
+    # waits for it.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibration-qa") as pool:
-        checked = None if config.qa is None else pool.submit(calibration_qa, clip, fused, config.qa)
+        checked = None if config.qa is None else pool.submit(calibration_qa, clip, sweeps, config.qa)
 
         def manifest_extra() -> dict:
             if checked is None:
                 return extra
+            report("calibration QA", 0, None)
             return {**extra, "qa": {**checked.result().as_dict(), "parameters": asdict(config.qa)}}
 
+        fused = rasterize_fused(clip, sweeps, device, config.fuse, fusion_progress)
         arrays = sweep_arrays(fused)
         path = write_artifacts(artifact_path(home, clip), clip, fused, config.fuse, manifest_extra, odometry, arrays)
     qa = None if checked is None else checked.result()

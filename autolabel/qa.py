@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from autolabel.datasets.model import Clip, LidarSweep
-from autolabel.fuse import FusedClip
+from autolabel.fuse import FusedSweeps
 from calibration import SE3, InputError
 from fusion.aggregate import PoseTrack
 from fusion.calib_qa import (
@@ -112,7 +112,7 @@ def _points_at_offset(world: np.ndarray, track: PoseTrack, t_cam_us: int) -> Cal
 
 
 def image_samples(
-    clip: Clip, fused: FusedClip, frames: Sequence[int]
+    clip: Clip, fused: FusedSweeps, frames: Sequence[int]
 ) -> tuple[dict[str, list[ImageSample]], list[TimeSample]]:
     """Per camera the images of ``frames`` with their lidar points, and the same images for the time check."""
     if not clip.has_poses:
@@ -149,7 +149,7 @@ def image_samples(
     return by_camera, timed
 
 
-def calibration_qa(clip: Clip, fused: FusedClip, config: QAConfig | None = None) -> ClipQA:
+def calibration_qa(clip: Clip, fused: FusedSweeps, config: QAConfig | None = None) -> ClipQA:
     """Check every camera's extrinsics and the camera clock against the lidar on a few keyframes.
 
     The time check is skipped when the clip's timestamps were made up from a frame rate (KITTI).
