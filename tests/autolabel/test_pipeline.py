@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_info
 
+from autolabel import pipeline
 from autolabel.cli import main
 from autolabel.datasets.model import ClipSource
 from autolabel.datasets.nuscenes import load_nuscenes_clip
@@ -119,14 +121,29 @@ def test_a_crash_mid_run_keeps_the_previous_labels(simulated_root, home, monkeyp
         np.testing.assert_array_equal(a.boxes.data, b.boxes.data)
 
 
-def test_two_worker_processes_store_the_same_labels_as_one(simulated_root, tmp_path) -> None:
+def _blas_threads() -> set[int]:
+    return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+def test_two_worker_processes_store_the_same_labels_as_one(simulated_root, tmp_path, monkeypatch) -> None:
     spec = ClipSpec(ClipSource.NUSCENES, simulated_root, SCENE)
     stored = []
+    seen_blas_threads: list[set[int]] = []
+
+    def tracking_output(*args, **kwargs):
+        seen_blas_threads.append(_blas_threads())
+        return original(*args, **kwargs)
+
+    original = pipeline.tracking_output
+    monkeypatch.setattr(pipeline, "tracking_output", tracking_output)
+    before = _blas_threads()
     for workers in (1, 2):
         home = tmp_path / f"workers-{workers}"
         with open_store(f"sqlite:///{home}/labels.db") as store:
             run_clip(spec, home, store, torch.device("cpu"), workers=workers)
             stored.append(stored_frame_labels(store.current_labels(ClipKey("nuscenes", SCENE))))
+    # The stages parallelise themselves: BLAS runs single-threaded inside a run, and as before after it.
+    assert seen_blas_threads == [{1}, {1}] and _blas_threads() == before
     one, two = stored
     assert sum(len(f.track_ids) for f in one) > 0
     assert [f.track_ids for f in two] == [f.track_ids for f in one]
