@@ -620,7 +620,7 @@ def cmd_demo(args: argparse.Namespace, console: Console, settings: Settings) -> 
     if args.data is not None and not data.is_dir():
         raise InputError(f"{data}: fixture folder not found (set AUTOLABEL_SHARED_DATA or pass --data)")
     device = resolve_device(settings.device)
-    specs: list[ClipSpec] = []
+    runs: list[tuple[ClipSpec, Settings]] = []
     if not args.no_sim:
         from autolabel.sim.dataroot import SimConfig, simulate_dataroot
 
@@ -633,23 +633,27 @@ def cmd_demo(args: argparse.Namespace, console: Console, settings: Settings) -> 
                     SimConfig(seconds=DEMO_SIM_SECONDS, seed=0),
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
-        specs.append(ClipSpec(ClipSource.NUSCENES, root, "scene-0061"))
+        # The simulator names its scenes after official nuScenes ones (scene-0061, like the real sample), so the
+        # simulated clip gets a workspace (label store and artifacts) of its own: two clips never share a name.
+        sim_settings = settings.model_copy(update={"home": root.parent / "sim-workspace", "database_url": None})
+        runs.append((ClipSpec(ClipSource.NUSCENES, root, "scene-0061"), sim_settings))
     if not args.no_real:
         if data.is_dir():
-            specs.append(ClipSpec(ClipSource.NUSCENES, data / DEMO_NUSCENES[0], DEMO_NUSCENES[1]))
-            specs.append(ClipSpec(ClipSource.KITTI, data / DEMO_KITTI[0], DEMO_KITTI[1]))
+            runs.append((ClipSpec(ClipSource.NUSCENES, data / DEMO_NUSCENES[0], DEMO_NUSCENES[1]), settings))
+            runs.append((ClipSpec(ClipSource.KITTI, data / DEMO_KITTI[0], DEMO_KITTI[1]), settings))
         else:
             console.print(f"[yellow]{data}: no real fixtures here; only the simulated clip runs[/]")
-    with open_store(settings.database_url, settings=settings) as store:
-        for spec in specs:
+    for spec, run_settings in runs:
+        with open_store(run_settings.database_url, settings=run_settings) as store:
             clip = spec.load()
             console.print(summary_table(clip, clip.summary()))
-            summary = _run_with_progress(spec, settings, store, device, PipelineConfig(), console)
+            summary = _run_with_progress(spec, run_settings, store, device, PipelineConfig(), console)
             console.print(stage_table(summary))
             if clip.has_gt:
-                console.print(evaluation_table(evaluation_metrics(clip, _stored_labels(clip, settings))))
+                console.print(evaluation_table(evaluation_metrics(clip, _stored_labels(clip, run_settings))))
+    stores = dict.fromkeys(s.database_url or str(Path(s.home) / "labels.db") for _, s in runs)
     console.print(
-        f"labels are in {settings.database_url or Path(settings.home) / 'labels.db'}; next: "
+        f"labels are in {' and '.join(stores) or 'no store (nothing ran)'}; next: "
         "`autolabel evaluate ...`, `autolabel export --format nuscenes|kitti|openlabel ...` "
         "(the review viewer is not built yet)"
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from autolabel.cli import EXIT_INPUT_ERROR, main
+from autolabel.store import open_store
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -83,15 +84,25 @@ def test_unknown_scene(synthetic_nuscenes, capsys) -> None:
 
 
 @pytest.mark.real_data
-def test_demo_runs_the_pipeline_on_both_real_clips(
+def test_demo_runs_the_pipeline_on_the_simulated_and_both_real_clips(
     nuscenes_sample_root: Path, kitti_clip_root: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     monkeypatch.setenv("AUTOLABEL_HOME", str(tmp_path))
     monkeypatch.delenv("AUTOLABEL_DATABASE_URL", raising=False)
-    code, out, _ = run(["demo", "--data", str(nuscenes_sample_root.parent), "--no-sim"], capsys)
+    code, out, _ = run(["demo", "--data", str(nuscenes_sample_root.parent)], capsys)
     assert code == 0
     assert "clip scene-0061 (nuscenes)" in out and "34,688" in out and "69 boxes" in out
     assert "clip kitti-0000 (kitti)" in out and "30 over" in out and "missing" in out
-    # Both went through every stage; the nuScenes sample has ground truth and is scored by the devkit.
-    assert out.count("detection") >= 2 and out.count("tracking") >= 2
-    assert "devkit mAP" in out and "automation rate" in out
+    # All three went through every stage; the two nuScenes-format clips have ground truth, scored by the devkit.
+    assert out.count("detection") >= 3 and out.count("tracking") >= 3 and out.count("devkit mAP") == 2
+    assert "automation rate" in out
+    # The simulated scene carries the real sample's name (scene-0061): it has a label store of its own.
+    sim_store, real_store = tmp_path / "demo" / "sim-workspace" / "labels.db", tmp_path / "labels.db"
+    assert "labels are in" in out and "sim-workspace" in "".join(out.split())
+    with open_store(f"sqlite:///{sim_store}") as store:
+        assert [(c.key.name, c.num_frames) for c in store.list_clips()] == [("scene-0061", 8)]
+    with open_store(f"sqlite:///{real_store}") as store:
+        assert sorted((str(c.key), c.num_frames) for c in store.list_clips()) == [
+            ("kitti/kitti-0000", 30),
+            ("nuscenes/scene-0061", 1),
+        ]
