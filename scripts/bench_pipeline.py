@@ -83,7 +83,14 @@ wall = time.perf_counter() - start
 done.set()
 if sampled:
     sampler.join()
-print(json.dumps({"summary": summary.as_dict(), "wall_s": wall, "workers": available_cores(),
+second_wall = None
+if not sampled:  # the same clip again in this process, into a fresh workspace: what a batch worker's next clip costs
+    start = time.perf_counter()
+    with open_store(f"sqlite:///{home}/second/labels.db") as store:
+        run_clip(spec, home / "second", store, torch.device("cpu"), workers=available_cores())
+    second_wall = time.perf_counter() - start
+print(json.dumps({"summary": summary.as_dict(), "wall_s": wall, "second_wall_s": second_wall,
+                  "workers": available_cores(),
                   "devkit_import_s": devkit_import_s,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "pss_mb": peak_pss_kb[0] / 1024}))
@@ -158,6 +165,7 @@ def main() -> int:
         for stage in STAGES
     }
     wall = statistics.median(r["wall_s"] for r in runs)
+    second = statistics.median(r["second_wall_s"] for r in runs)
     devkit_import = statistics.median(r["devkit_import_s"] for r in runs)
     peak, rss = memory["pss_mb"], memory["rss_mb"]
     workers = runs[0]["workers"]
@@ -177,13 +185,16 @@ Machine: {platform.machine()}, {cpus} CPUs ({cpu_model()}), Python {platform.pyt
 |---|---|
 {rows}
 | **whole clip** (the run_clip call) | **{wall:.1f} s** (runs {all_runs} s; target <= 10 s) |
+| whole clip, second clip in the same process (a batch worker's next clip) | {second:.1f} s |
 | **peak memory** (summed proportional set sizes of the process and its workers) | **{peak:.0f} MB** (target < 4 GB) |
 
 Each run is a fresh process that imports its libraries before the timed call, the nuScenes devkit included
 (median {devkit_import:.1f} s, most of it the `sklearn.metrics` import of `nuscenes.nuscenes`; a batch worker
-pays it once, not per clip). Peak memory comes from one more run ({memory["wall_s"]:.1f} s), sampled every 0.25 s
-(the timed runs are not sampled: reading the processes' page tables takes CPU from the run); pages that forked
-workers share with the process count once. The process's own peak resident set: {rss:.0f} MB.
+pays it once, not per clip). The same process then runs the clip again into an empty workspace (the second-clip
+row, median of the runs): the first clip of a process also pays for loading the compiled kernels from their cache
+and for the memory it touches first. Peak memory comes from one more run ({memory["wall_s"]:.1f} s), sampled every
+0.25 s (the timed runs are not sampled: reading the processes' page tables takes CPU from the run); pages that
+forked workers share with the process count once. The process's own peak resident set: {rss:.0f} MB.
 
 Quality of the stored labels against the simulator's ground truth (devkit, this clip): mAP {quality["mAP"]:.3f},
 NDS {quality["NDS"]:.3f}, car AP {quality["car_AP"]:.3f}, pedestrian AP {quality["pedestrian_AP"]:.3f},
