@@ -27,6 +27,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -213,28 +214,45 @@ class ClipArtifacts:
     root: zarr.Group
     arrays: SweepArrays | None = None
 
+    @cached_property
+    def _layout(self) -> dict[str, np.ndarray]:
+        """The small per-sweep and per-keyframe arrays every read needs, read once: ``sweeps/offsets``,
+        ``sweeps/timestamp_us``, ``keyframes/sweep_range``, ``keyframes/timestamp_us``, ``keyframes/world_SE3_ego``
+        and the (3,) ``world_origin_m`` (one zarr read costs about half a millisecond)."""
+        names = ("sweeps/offsets", "sweeps/timestamp_us", "keyframes/sweep_range", "keyframes/timestamp_us")
+        layout = {name: self.root[name][:] for name in (*names, "keyframes/world_SE3_ego")}
+        layout["world_origin_m"] = np.asarray(self.root["sweeps"].attrs["world_origin_m"], dtype=np.float64)
+        for value in layout.values():
+            value.flags.writeable = False
+        return layout
+
     @property
     def num_sweeps(self) -> int:
-        return int(self.root["sweeps/offsets"].shape[0] - 1)
+        return int(self._layout["sweeps/offsets"].shape[0] - 1)
 
     @property
     def num_keyframes(self) -> int:
-        return int(self.root["keyframes/sweep_range"].shape[0])
+        return int(self._layout["keyframes/sweep_range"].shape[0])
+
+    @cached_property
+    def _stored_per_point(self) -> dict[str, zarr.Array]:
+        group = self.root["sweeps"]
+        return {name: group[name] for name in ("points", "world", "time_offset_s", "rgb", "camera")}
 
     def _per_point(self, name: str) -> np.ndarray | zarr.Array:
         """One per-point array of ``sweeps/`` (sliced like a numpy array either way)."""
-        return self.root["sweeps"][name] if self.arrays is None else getattr(self.arrays, name)
+        return self._stored_per_point[name] if self.arrays is None else getattr(self.arrays, name)
 
     def _rows(self, sweep: int) -> slice:
         if not 0 <= sweep < self.num_sweeps:
             raise InputError(f"{self.path}: sweep {sweep} out of range (0..{self.num_sweeps - 1})")
-        start, stop = self.root["sweeps/offsets"][sweep : sweep + 2]
+        start, stop = self._layout["sweeps/offsets"][sweep : sweep + 2]
         return slice(int(start), int(stop))
 
     def sweep(self, sweep: int) -> dict[str, np.ndarray]:
         """One sweep's arrays: ``points`` (N, 4), ``world`` (N, 3) float64, ``time_offset_s``, ``rgb``, ``camera``."""
         rows = self._rows(sweep)
-        origin = np.asarray(self.root["sweeps"].attrs["world_origin_m"])
+        origin = self._layout["world_origin_m"]
         return {
             "points": np.array(self._per_point("points")[rows]),
             "world": self._per_point("world")[rows].astype(np.float64) + origin,
@@ -244,25 +262,25 @@ class ClipArtifacts:
         }
 
     def world_SE3_ego(self, frame: int) -> SE3:
-        return SE3.from_matrix(self.root["keyframes/world_SE3_ego"][frame])
+        return SE3.from_matrix(self._layout["keyframes/world_SE3_ego"][frame])
 
     def keyframe_poses(self) -> list[SE3]:
-        """Every keyframe's ``world_SE3_ego``, in one read."""
-        return [SE3.from_matrix(m) for m in self.root["keyframes/world_SE3_ego"][:]]
+        """Every keyframe's ``world_SE3_ego``."""
+        return [SE3.from_matrix(m) for m in self._layout["keyframes/world_SE3_ego"]]
 
     def keyframe_cloud(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
         """(M, 5) float32 ``x, y, z, intensity, dt_s`` in the keyframe's ego frame and (M, 3) uint8 colours."""
         if not 0 <= frame < self.num_keyframes:
             raise InputError(f"{self.path}: keyframe {frame} out of range (0..{self.num_keyframes - 1})")
-        start, stop = (int(v) for v in self.root["keyframes/sweep_range"][frame])
-        timestamps = self.root["sweeps/timestamp_us"][start:stop]
-        ref_us = int(self.root["keyframes/timestamp_us"][frame])
+        layout = self._layout
+        start, stop = (int(v) for v in layout["keyframes/sweep_range"][frame])
+        timestamps = layout["sweeps/timestamp_us"][start:stop]
+        ref_us = int(layout["keyframes/timestamp_us"][frame])
         # The keyframe's sweeps are consecutive rows of the ragged arrays: one read per array, then split.
-        group = self.root["sweeps"]
-        offsets = group["offsets"][start : stop + 1]
+        offsets = layout["sweeps/offsets"][start : stop + 1]
         rows = slice(int(offsets[0]), int(offsets[-1]))
         cuts = (offsets[1:-1] - offsets[0]).astype(np.int64)
-        world = self._per_point("world")[rows].astype(np.float64) + np.asarray(group.attrs["world_origin_m"])
+        world = self._per_point("world")[rows].astype(np.float64) + layout["world_origin_m"]
         intensity = self._per_point("points")[rows][:, 3]
         offsets_s = np.split(self._per_point("time_offset_s")[rows], cuts)
         cloud = combine(
@@ -280,16 +298,14 @@ class ClipArtifacts:
         float32 keeps world coordinates to 1 mm within 16 km of the world origin at half the memory of float64
         (20 s simulated clip: 12.5 M points, 250 MB), filled in one compiled pass per keyframe.
         """
-        group = self.root["sweeps"]
-        offsets = group["offsets"][:]
-        origin = np.asarray(group.attrs["world_origin_m"], dtype=np.float64)
+        layout = self._layout
+        offsets, origin = layout["sweeps/offsets"], layout["world_origin_m"]
         world = self._per_point("world")[:]
         intensity = np.ascontiguousarray(self._per_point("points")[:, 3])
         time_offset = self._per_point("time_offset_s")[:]
-        sweep_times = self.root["sweeps/timestamp_us"][:]
-        key_times = self.root["keyframes/timestamp_us"][:]
+        sweep_times, key_times = layout["sweeps/timestamp_us"], layout["keyframes/timestamp_us"]
         clouds = []
-        for (start, stop), ref_us in zip(self.root["keyframes/sweep_range"][:], key_times, strict=True):
+        for (start, stop), ref_us in zip(layout["keyframes/sweep_range"], key_times, strict=True):
             rows = slice(int(offsets[start]), int(offsets[stop]))
             sweep_dt_s = (sweep_times[start:stop] - ref_us) / 1e6
             sweep_rows = np.diff(offsets[start : stop + 1])
@@ -337,7 +353,7 @@ def open_artifacts(path: Path, arrays: SweepArrays | None = None) -> ClipArtifac
     manifest = json.loads(manifest_path.read_text())
     if not manifest.get("complete") or manifest.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{path}: artifacts are incomplete or of another format version")
-    root = zarr.open_group(store=str(path), mode="r")
-    if arrays is not None and len(arrays.offsets) != root["sweeps/offsets"].shape[0]:
+    artifacts = ClipArtifacts(path, manifest, zarr.open_group(store=str(path), mode="r"), arrays)
+    if arrays is not None and len(arrays.offsets) != artifacts.num_sweeps + 1:
         raise InputError(f"{path}: the arrays held in memory are not this store's ({len(arrays.offsets) - 1} sweeps)")
-    return ClipArtifacts(path, manifest, root, arrays)
+    return artifacts
