@@ -39,7 +39,7 @@ from zarr.codecs import BloscCodec
 
 from autolabel.datasets.model import Clip
 from autolabel.fileio import atomic_directory
-from autolabel.fuse import FuseConfig, FusedClip
+from autolabel.fuse import FuseConfig, FusedClip, FusedSweeps
 from calibration import SE3, InputError
 from fusion.aggregate import combine, point_dt_s
 from fusion.bev import BEV_CHANNELS
@@ -113,7 +113,7 @@ def _world_origin(sweep_world: list[np.ndarray]) -> np.ndarray:
     return np.floor(np.sum([w.sum(axis=0) for w in sweep_world], axis=0) / count)
 
 
-def sweep_arrays(fused: FusedClip) -> SweepArrays:
+def sweep_arrays(fused: FusedSweeps) -> SweepArrays:
     """The arrays :func:`write_artifacts` stores for ``fused``'s sweeps."""
     sizes = np.array([len(p) for p in fused.sweep_points], dtype=np.int64)
     origin = _world_origin(fused.sweep_world)

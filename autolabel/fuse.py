@@ -168,54 +168,47 @@ def fuse_sweeps(
     if not clip.has_poses:
         raise InputError(f"clip {clip.name}: no ego poses; fusion needs world_SE3_ego for every frame")
     with _torch_threads(device):
-        return _fuse_sweeps(clip, device, config, progress)
+        sweeps = [(f.index, s) for f in clip.frames for s in f.sweeps]
+        track = PoseTrack.from_poses([s.timestamp_us for _, s in sweeps], [s.world_SE3_ego for _, s in sweeps])
+        camera_names = list(clip.rig.cameras)
+        out: dict[str, list[np.ndarray]] = {k: [] for k in ("points", "world", "offset", "rgb", "view")}
+        total = len(sweeps) + len(clip.frames)
+        done = 0
+        for inputs, views in _prefetched(clip, config):
+            # One paint call per frame: its sweeps (back to the previous keyframe) take the frame's images.
+            worlds = [sweep_to_world(x, track) for x in inputs]
+            offsets = [
+                np.zeros(len(x.points), np.float32) if x.time_offset_s is None else x.time_offset_s for x in inputs
+            ]
+            times_us = np.concatenate(
+                [x.timestamp_us + o.astype(np.float64) * 1e6 for x, o in zip(inputs, offsets, strict=True)]
+            )
+            painted = paint(np.concatenate(worlds), views, device, point_time_us=times_us, config=config.paint)
+            view_camera = np.array([camera_names.index(v.camera.name) for v in views] + [-1], dtype=np.int16)
+            bounds = np.cumsum([0] + [len(w) for w in worlds])
+            for k, (x, world, offset) in enumerate(zip(inputs, worlds, offsets, strict=True)):
+                rows = slice(bounds[k], bounds[k + 1])
+                out["points"].append(x.points)
+                out["world"].append(world)
+                out["offset"].append(offset)
+                out["rgb"].append(painted.rgb[rows])
+                out["view"].append(view_camera[painted.view_index[rows]])
+            done += len(inputs)
+            if progress:
+                progress(done, total)
 
-
-def _fuse_sweeps(
-    clip: Clip,
-    device: torch.device,
-    config: FuseConfig,
-    progress: Callable[[int, int], None] | None,
-) -> FusedSweeps:
-    sweeps = [(f.index, s) for f in clip.frames for s in f.sweeps]
-    track = PoseTrack.from_poses([s.timestamp_us for _, s in sweeps], [s.world_SE3_ego for _, s in sweeps])
-    camera_names = list(clip.rig.cameras)
-    out: dict[str, list[np.ndarray]] = {k: [] for k in ("points", "world", "offset", "rgb", "view")}
-    total = len(sweeps) + len(clip.frames)
-    done = 0
-    for inputs, views in _prefetched(clip, config):
-        # One paint call per frame: its sweeps (back to the previous keyframe) take the frame's images.
-        worlds = [sweep_to_world(x, track) for x in inputs]
-        offsets = [np.zeros(len(x.points), np.float32) if x.time_offset_s is None else x.time_offset_s for x in inputs]
-        times_us = np.concatenate(
-            [x.timestamp_us + o.astype(np.float64) * 1e6 for x, o in zip(inputs, offsets, strict=True)]
+        key_index = np.array([i for i, (_, s) in enumerate(sweeps) if s.is_key])
+        return FusedSweeps(
+            sweep_points=out["points"],
+            sweep_world=out["world"],
+            sweep_time_offset_s=out["offset"],
+            sweep_rgb=out["rgb"],
+            sweep_view=out["view"],
+            sweep_timestamp_us=np.array([s.timestamp_us for _, s in sweeps], dtype=np.int64),
+            sweep_frame=np.array([f for f, _ in sweeps], dtype=np.int32),
+            keyframe_sweeps=np.column_stack([np.maximum(key_index + 1 - config.sweeps_per_keyframe, 0), key_index + 1]),
+            world_SE3_ego=np.stack([f.world_SE3_ego.as_matrix() for f in clip.frames]),
         )
-        painted = paint(np.concatenate(worlds), views, device, point_time_us=times_us, config=config.paint)
-        view_camera = np.array([camera_names.index(v.camera.name) for v in views] + [-1], dtype=np.int16)
-        bounds = np.cumsum([0] + [len(w) for w in worlds])
-        for k, (x, world, offset) in enumerate(zip(inputs, worlds, offsets, strict=True)):
-            rows = slice(bounds[k], bounds[k + 1])
-            out["points"].append(x.points)
-            out["world"].append(world)
-            out["offset"].append(offset)
-            out["rgb"].append(painted.rgb[rows])
-            out["view"].append(view_camera[painted.view_index[rows]])
-        done += len(inputs)
-        if progress:
-            progress(done, total)
-
-    key_index = np.array([i for i, (_, s) in enumerate(sweeps) if s.is_key])
-    return FusedSweeps(
-        sweep_points=out["points"],
-        sweep_world=out["world"],
-        sweep_time_offset_s=out["offset"],
-        sweep_rgb=out["rgb"],
-        sweep_view=out["view"],
-        sweep_timestamp_us=np.array([s.timestamp_us for _, s in sweeps], dtype=np.int64),
-        sweep_frame=np.array([f for f, _ in sweeps], dtype=np.int32),
-        keyframe_sweeps=np.column_stack([np.maximum(key_index + 1 - config.sweeps_per_keyframe, 0), key_index + 1]),
-        world_SE3_ego=np.stack([f.world_SE3_ego.as_matrix() for f in clip.frames]),
-    )
 
 
 def rasterize_fused(
@@ -228,52 +221,42 @@ def rasterize_fused(
     """The fused clip: ``sweeps`` with a BEV raster per keyframe (its sweeps in its ego frame) and one of the
     whole clip in the world frame."""
     with _torch_threads(device):
-        return _rasterize_fused(clip, sweeps, device, config, progress)
-
-
-def _rasterize_fused(
-    clip: Clip,
-    sweeps: FusedSweeps,
-    device: torch.device,
-    config: FuseConfig,
-    progress: Callable[[int, int], None] | None,
-) -> FusedClip:
-    done, total = len(sweeps.sweep_points), len(sweeps.sweep_points) + len(clip.frames)
-    timestamps = sweeps.sweep_timestamp_us
-    # Filled in place: a list of rasters stacked afterwards would hold them twice (7 MB each by default).
-    keyframe_bev = np.empty((len(clip.frames), len(BEV_CHANNELS), *config.keyframe_bev.shape), np.float32)
-    for index, (frame, (start, stop)) in enumerate(zip(clip.frames, sweeps.keyframe_sweeps, strict=True)):
-        cloud = combine(
-            sweeps.sweep_world[start:stop],
-            [p[:, 3] for p in sweeps.sweep_points[start:stop]],
-            [
-                point_dt_s(t, o, len(o), frame.timestamp_us)
-                for t, o in zip(timestamps[start:stop], sweeps.sweep_time_offset_s[start:stop], strict=True)
-            ],
-            frame.world_SE3_ego,
+        done, total = len(sweeps.sweep_points), len(sweeps.sweep_points) + len(clip.frames)
+        timestamps = sweeps.sweep_timestamp_us
+        # Filled in place: a list of rasters stacked afterwards would hold them twice (7 MB each by default).
+        keyframe_bev = np.empty((len(clip.frames), len(BEV_CHANNELS), *config.keyframe_bev.shape), np.float32)
+        for index, (frame, (start, stop)) in enumerate(zip(clip.frames, sweeps.keyframe_sweeps, strict=True)):
+            cloud = combine(
+                sweeps.sweep_world[start:stop],
+                [p[:, 3] for p in sweeps.sweep_points[start:stop]],
+                [
+                    point_dt_s(t, o, len(o), frame.timestamp_us)
+                    for t, o in zip(timestamps[start:stop], sweeps.sweep_time_offset_s[start:stop], strict=True)
+                ],
+                frame.world_SE3_ego,
+            )
+            rgb = np.concatenate(sweeps.sweep_rgb[start:stop])
+            keyframe_bev[index] = rasterize(cloud, config.keyframe_bev, device, rgb=rgb)
+            done += 1
+            if progress:
+                progress(done, total)
+        lo, hi = xy_extent(sweeps.sweep_world)
+        res = config.clip_bev_resolution_m
+        ground_z = float(np.median([f.world_SE3_ego.translation[2] for f in clip.frames]))
+        clip_grid = BevGrid(
+            float(np.floor(lo[0])),
+            float(np.floor(lo[0]) + np.ceil((hi[0] - lo[0] + 1) / res) * res),
+            float(np.floor(lo[1])),
+            float(np.floor(lo[1]) + np.ceil((hi[1] - lo[1] + 1) / res) * res),
+            ground_z - 5.0,
+            ground_z + 20.0,
+            res,
         )
-        rgb = np.concatenate(sweeps.sweep_rgb[start:stop])
-        keyframe_bev[index] = rasterize(cloud, config.keyframe_bev, device, rgb=rgb)
-        done += 1
-        if progress:
-            progress(done, total)
-    lo, hi = xy_extent(sweeps.sweep_world)
-    res = config.clip_bev_resolution_m
-    ground_z = float(np.median([f.world_SE3_ego.translation[2] for f in clip.frames]))
-    clip_grid = BevGrid(
-        float(np.floor(lo[0])),
-        float(np.floor(lo[0]) + np.ceil((hi[0] - lo[0] + 1) / res) * res),
-        float(np.floor(lo[1])),
-        float(np.floor(lo[1]) + np.ceil((hi[1] - lo[1] + 1) / res) * res),
-        ground_z - 5.0,
-        ground_z + 20.0,
-        res,
-    )
-    # Sweep by sweep: no (N, 4) copy of the whole clip.
-    parts = list(zip(sweeps.sweep_world, [raw[:, 3] for raw in sweeps.sweep_points], sweeps.sweep_rgb, strict=True))
-    return FusedClip(
-        **{f.name: getattr(sweeps, f.name) for f in dataclasses.fields(FusedSweeps)},
-        keyframe_bev=keyframe_bev,
-        clip_bev=rasterize_parts(parts, clip_grid, device),
-        clip_bev_grid=clip_grid,
-    )
+        # Sweep by sweep: no (N, 4) copy of the whole clip.
+        parts = list(zip(sweeps.sweep_world, [raw[:, 3] for raw in sweeps.sweep_points], sweeps.sweep_rgb, strict=True))
+        return FusedClip(
+            **{f.name: getattr(sweeps, f.name) for f in dataclasses.fields(FusedSweeps)},
+            keyframe_bev=keyframe_bev,
+            clip_bev=rasterize_parts(parts, clip_grid, device),
+            clip_bev_grid=clip_grid,
+        )
